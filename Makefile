@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine; each builds the virtual environment on first use.
+#   make demo   collect the last three days from the bundled Zoom simulator into ./.zoom_store
+#   make test   run the whole test suite (starts its own S3 server, simulator and PostgreSQL)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+
+.PHONY: demo test bench dev lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 2>/dev/null || true
+	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(PY) -c "import dagster, dagster_aws, moto, zoom_pipeline"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m zoom_pipeline.demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) bench/benchmark.py
+
+dev: $(VENV)/.installed
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check zoom_pipeline tests bench
+
+clean:
+	rm -rf $(VENV) .zoom_store

@@ -1,0 +1,22 @@
+"""Names and defaults shared across the project (configuration enters in `definitions.py`)."""
+
+# The seed guide's variable names, kept so its users can switch without renaming.
+DEFAULT_S3_PREFIX = "zoom/operationlogs/"
+DEFAULT_UDM_S3_PREFIX = "zoom/operationlogs-udm/"
+# Manifests sit beside, never inside, the prefix the SIEM feed ingests.
+DEFAULT_MANIFEST_PREFIX = "zoom/operationlogs-manifests/"
+DEFAULT_PAGE_SIZE = 300
+DEFAULT_TIMEOUT_SECONDS = 30
+DEFAULT_API_BASE_URL = "https://api.zoom.us/v2"
+DEFAULT_OAUTH_TOKEN_URL = "https://zoom.us/oauth/token"
+DEFAULT_LOCAL_STORE_DIR = ".zoom_store"
+
+# Zoom keeps operation logs for a rolling ~6 months ("Only provide report in recent 6 months").
+RETENTION_DAYS = 180
+
+# Every object the pipeline writes under a day's prefix is named like this.
+RAW_PART_PREFIX = "zoom-operationlogs-"
+PART_SUFFIX = ".json.gz"
+
+# Dagster names used by automation, instance config and tests.
+ZOOM_API_POOL = "zoom_api"

@@ -1,0 +1,67 @@
+"""Everything Dagster loads, and the one place where configuration enters."""
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
+from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.constants import (
+    DEFAULT_API_BASE_URL,
+    DEFAULT_LOCAL_STORE_DIR,
+    DEFAULT_MANIFEST_PREFIX,
+    DEFAULT_OAUTH_TOKEN_URL,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_S3_PREFIX,
+    DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_UDM_S3_PREFIX,
+)
+from zoom_pipeline.io_manager import ZoomLogsIOManager
+from zoom_pipeline.zoom_client import ZoomClient
+
+
+def _setting(env: Mapping[str, str], name: str, default):
+    """An optional setting: resolved at launch from the environment when set, else its default."""
+    if not env.get(name):
+        return default
+    return dg.EnvVar.int(name) if isinstance(default, int) and not isinstance(default, bool) else dg.EnvVar(name)
+
+
+def build_resources(env: Mapping[str, str] = os.environ) -> dict:
+    """Resources for every environment. Secrets are EnvVars: resolved at launch, never shown."""
+    return {
+        "zoom": ZoomClient(
+            account_id=dg.EnvVar("ZOOM_ACCOUNT_ID"),
+            client_id=dg.EnvVar("ZOOM_CLIENT_ID"),
+            client_secret=dg.EnvVar("ZOOM_CLIENT_SECRET"),
+            api_base_url=_setting(env, "ZOOM_API_BASE_URL", DEFAULT_API_BASE_URL),
+            oauth_token_url=_setting(env, "ZOOM_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
+            page_size=_setting(env, "PAGE_SIZE", DEFAULT_PAGE_SIZE),
+            timeout=_setting(env, "TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+        ),
+        "zoom_logs_io_manager": ZoomLogsIOManager(
+            # Endpoint, region and credentials come from boto3's standard chain
+            # (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, AWS_PROFILE, instance roles ...).
+            s3=S3Resource(),
+            s3_bucket=_setting(env, "S3_BUCKET", ""),
+            s3_prefix=_setting(env, "S3_PREFIX", DEFAULT_S3_PREFIX),
+            udm_s3_prefix=_setting(env, "UDM_S3_PREFIX", DEFAULT_UDM_S3_PREFIX),
+            manifest_prefix=_setting(env, "MANIFEST_S3_PREFIX", DEFAULT_MANIFEST_PREFIX),
+            local_dir=_setting(env, "LOCAL_STORE_DIR", DEFAULT_LOCAL_STORE_DIR),
+            sse_kms_key_id=_setting(env, "S3_SSE_KMS_KEY_ID", ""),
+        ),
+    }
+
+
+def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[zoom_operation_logs, zoom_operation_logs_udm],
+        resources=build_resources(env),
+        # One partition is one step: running it in the launching process saves a process spawn and
+        # ~130 MB per run.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,163 @@
+"""Append-only object stores: S3 (the product) and a local directory (the embedded default).
+
+Both give the same four operations, and neither can overwrite: `put_new` creates an object only if
+its key is free (S3 `If-None-Match: *`, a hard link locally), which is what makes part names safe
+against a racing run and a retried write whose success response was lost.
+"""
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import ClientError
+
+SHA256_META = "sha256"
+
+
+class KeyTaken(Exception):
+    """The key already holds a different object: another writer got there first."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+
+
+class ObjectStore(Protocol):
+    def uri(self, key: str) -> str: ...
+
+    def list(self, prefix: str) -> list[StoredObject]: ...
+
+    def open(self, key: str) -> IO[bytes]: ...
+
+    def put_new(self, key: str, path: str, *, content_type: str, sha256: str) -> None: ...
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class S3Store:
+    """An S3 bucket through a boto3 client (standard credential chain, AWS_ENDPOINT_URL honoured)."""
+
+    def __init__(self, client, bucket: str, *, sse_kms_key_id: str | None = None):
+        self.client = client
+        self.bucket = bucket
+        self.sse_kms_key_id = sse_kms_key_id
+        # boto3's managed transfer has no IfNoneMatch argument; add the condition to the two calls
+        # that create objects (single PUT, and the completion of a multipart upload).
+        events = client.meta.events
+        events.register("before-parameter-build.s3.PutObject", _if_none_match)
+        events.register("before-parameter-build.s3.CompleteMultipartUpload", _if_none_match)
+        self.transfer_config = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        out: list[StoredObject] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            out.extend(StoredObject(o["Key"], o["Size"]) for o in page.get("Contents", []))
+        return out
+
+    def open(self, key: str) -> IO[bytes]:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+    def put_new(self, key: str, path: str, *, content_type: str, sha256: str) -> None:
+        extra = {"ContentType": content_type, "Metadata": {SHA256_META: sha256}}
+        if self.sse_kms_key_id:
+            extra |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.sse_kms_key_id}
+        try:
+            self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config)
+        except ClientError as exc:
+            if _error_code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                raise
+            # The key exists. If it holds our bytes, an earlier attempt of this very write succeeded
+            # and only its response was lost: that is success, not a second copy.
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            if head.get("Metadata", {}).get(SHA256_META) != sha256:
+                raise KeyTaken(key) from None
+        except Exception as exc:  # s3transfer wraps ClientError raised inside its worker threads
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ClientError) and _error_code(cause) in {"PreconditionFailed", "412"}:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+                if head.get("Metadata", {}).get(SHA256_META) != sha256:
+                    raise KeyTaken(key) from None
+                return
+            raise
+
+
+def _if_none_match(params, **_):
+    params.setdefault("IfNoneMatch", "*")
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class LocalStore:
+    """A directory laid out exactly like the bucket: `<root>/<key>`."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).absolute()
+
+    def uri(self, key: str) -> str:
+        return (self.root / key).as_uri()
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        base = self.root / prefix
+        folder = base if prefix.endswith("/") else base.parent
+        if not folder.is_dir():
+            return []
+        out = []
+        for dirpath, _, files in os.walk(folder):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    continue  # an interrupted write: never an object
+                full = Path(dirpath) / name
+                key = full.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    out.append(StoredObject(key, full.stat().st_size))
+        return sorted(out, key=lambda o: o.key)
+
+    def open(self, key: str) -> IO[bytes]:
+        return open(self.root / key, "rb")
+
+    def put_new(self, key: str, path: str, *, content_type: str, sha256: str) -> None:
+        final = self.root / key
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Copy beside the target, then hard-link: the object appears whole or not at all, and a
+        # link cannot replace an existing file.
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
+        try:
+            with os.fdopen(fd, "wb") as out, open(path, "rb") as src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            try:
+                os.link(tmp, final)
+            except FileExistsError:
+                if file_sha256(str(final)) != sha256:
+                    raise KeyTaken(key) from None
+        finally:
+            os.unlink(tmp)
+
+
+def iter_lines(fileobj: IO[bytes]) -> Iterator[bytes]:
+    """Lines of a gzip NDJSON object, streamed (without the trailing newline)."""
+    import gzip
+
+    with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
+        for line in gz:
+            yield line.rstrip(b"\n")

@@ -1,0 +1,342 @@
+"""Zoom REST client: Server-to-Server OAuth, operation-log pagination, retries and rate limits."""
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import orjson
+import requests
+from pydantic import PrivateAttr
+
+from zoom_pipeline.constants import (
+    DEFAULT_API_BASE_URL,
+    DEFAULT_OAUTH_TOKEN_URL,
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_TIMEOUT_SECONDS,
+)
+
+RECORDS_KEY = "operation_logs"
+
+
+class ZoomError(Exception):
+    """A Zoom failure that retrying cannot fix: the message says what to check."""
+
+
+class ZoomRetryableError(Exception):
+    """A transient Zoom failure that outlasted the client's own retries."""
+
+
+class ZoomDailyLimitError(ZoomError):
+    """The account's daily API quota is spent; nothing can succeed before `reset_at`."""
+
+    def __init__(self, reset_at: datetime):
+        self.reset_at = reset_at
+        super().__init__(
+            "Zoom's daily API limit for this account is exhausted (it is shared by every app on the "
+            f"account); calls can resume at {reset_at:%Y-%m-%dT%H:%M:%SZ}. Re-run the partition after that."
+        )
+
+
+class PageTokenExpired(Exception):
+    """Zoom code 300 for a `next_page_token`: the day must be read again from page 1."""
+
+
+@dataclass
+class PassStats:
+    """Counters of one pass over a day, shown as materialization metadata."""
+
+    api_calls: int = 0
+    pages: int = 0
+    records: int = 0
+    restarts: int = 0
+    retries: int = 0
+    token_mints: int = 0
+    stopped_early: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+
+
+def _parse_retry_after_timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _next_utc_midnight(now: datetime | None = None) -> datetime:
+    now = now or datetime.now(UTC)
+    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def _zoom_message(resp: requests.Response) -> tuple[int | None, str]:
+    """(code, message) of a Zoom error body, tolerant of non-JSON bodies."""
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        return None, resp.text[:200]
+    if not isinstance(body, dict):
+        return None, str(body)[:200]
+    code = body.get("code")
+    message = body.get("message") or body.get("reason") or body.get("error") or ""
+    return (code if isinstance(code, int) else None), str(message)
+
+
+class ZoomClient(dg.ConfigurableResource):
+    """Zoom API client for `GET /report/operationlogs` with Server-to-Server OAuth.
+
+    The token is cached until shortly before it expires and re-minted once on a 401 / code 124.
+    Per-second 429s, 5xx, connection errors and unreadable 200 bodies are retried with exponential
+    backoff and jitter; a daily-limit 429, bad credentials and missing scopes fail at once.
+    """
+
+    account_id: str
+    client_id: str
+    client_secret: str
+    api_base_url: str = DEFAULT_API_BASE_URL
+    oauth_token_url: str = DEFAULT_OAUTH_TOKEN_URL
+    page_size: int = DEFAULT_PAGE_SIZE
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    max_attempts: int = 6
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 60.0
+    max_day_restarts: int = 3
+
+    _session: requests.Session | None = PrivateAttr(default=None)
+    _token: str | None = PrivateAttr(default=None)
+    _token_expires: float = PrivateAttr(default=0.0)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    # ---- HTTP plumbing -------------------------------------------------------------------
+    @property
+    def session(self) -> requests.Session:
+        if self._session is None:
+            self._session = requests.Session()  # keep-alive across pages and token calls
+            self._session.headers["Accept"] = "application/json"
+        return self._session
+
+    def _sleep_backoff(self, attempt: int, hint: float | None = None) -> None:
+        delay = hint if hint is not None else self.backoff_base_seconds * (2**attempt)
+        delay = min(delay, self.backoff_max_seconds)
+        time.sleep(delay * random.uniform(0.5, 1.5) if hint is None else delay)
+
+    # ---- OAuth ---------------------------------------------------------------------------
+    def authenticate(self, *, force: bool = False) -> str:
+        """Return a valid access token, minting one if none is cached (or `force`)."""
+        with self._lock:
+            if not force and self._token and time.monotonic() < self._token_expires:
+                return self._token
+            self._token = None
+            for attempt in range(self.max_attempts):
+                try:
+                    resp = self.session.post(
+                        self.oauth_token_url,
+                        data={"grant_type": "account_credentials", "account_id": self.account_id},
+                        auth=(self.client_id, self.client_secret),
+                        timeout=self.timeout,
+                    )
+                except requests.RequestException as exc:
+                    last = f"cannot reach Zoom's token endpoint {self.oauth_token_url} ({type(exc).__name__})"
+                    self._sleep_backoff(attempt)
+                    continue
+                if resp.status_code == 200:
+                    try:
+                        body = orjson.loads(resp.content)
+                        token = body["access_token"]
+                        expires_in = float(body.get("expires_in") or 3600)
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        last = "Zoom's token endpoint answered 200 without a usable access_token"
+                        self._sleep_backoff(attempt)
+                        continue
+                    self._token = token
+                    # Renew a minute early (or at 90 % of a short lifetime) so no call races expiry.
+                    self._token_expires = time.monotonic() + max(expires_in - 60, expires_in * 0.9)
+                    return token
+                if resp.status_code >= 500 or resp.status_code == 429:
+                    last = f"Zoom's token endpoint answered HTTP {resp.status_code}"
+                    self._sleep_backoff(attempt)
+                    continue
+                raise ZoomError(self._credential_error(resp))
+            raise ZoomRetryableError(f"Could not obtain a Zoom access token after {self.max_attempts} tries: {last}.")
+
+    def _credential_error(self, resp: requests.Response) -> str:
+        _, message = _zoom_message(resp)
+        if "client" in message.lower():
+            hint = "check ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET of the Server-to-Server OAuth app"
+        elif "account" in message.lower():
+            hint = "check ZOOM_ACCOUNT_ID and that the app is activated for that account"
+        else:
+            hint = "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET"
+        return f"Zoom refused the OAuth credentials (HTTP {resp.status_code}: {message}); {hint}."
+
+    # ---- one report call -----------------------------------------------------------------
+    def _get_page(self, day: str, page_token: str | None, stats: PassStats) -> dict:
+        """GET one page of a day, retrying what is transient. Raises PageTokenExpired on code 300."""
+        params = {"from": day, "to": day, "page_size": self.page_size}
+        if page_token:
+            params["next_page_token"] = page_token
+        url = f"{self.api_base_url.rstrip('/')}/report/operationlogs"
+        reminted = False
+        last = ""
+        for attempt in range(self.max_attempts):
+            token = self.authenticate()
+            stats.api_calls += 1
+            try:
+                resp = self.session.get(
+                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                )
+            except requests.RequestException as exc:
+                last = f"connection error ({type(exc).__name__})"
+                stats.retries += 1
+                self._sleep_backoff(attempt)
+                continue
+            status = resp.status_code
+            if status == 200:
+                try:
+                    page = orjson.loads(resp.content)
+                except orjson.JSONDecodeError:
+                    page = None
+                if isinstance(page, dict) and isinstance(page.get(RECORDS_KEY) or [], list):
+                    return page
+                last = "a 200 response whose body is not a valid operation-log page"
+                stats.retries += 1
+                self._sleep_backoff(attempt)
+                continue
+            code, message = _zoom_message(resp)
+            if status == 429:
+                self._raise_if_daily_limit(resp, message)
+                last = "per-second rate limit (429)"
+                stats.retries += 1
+                retry_after = resp.headers.get("Retry-After")
+                hint = float(retry_after) if retry_after and retry_after.isdigit() else None
+                self._sleep_backoff(attempt, hint)
+                continue
+            if status >= 500:
+                last = f"HTTP {status} from Zoom"
+                stats.retries += 1
+                self._sleep_backoff(attempt)
+                continue
+            if code == 124 or status == 401:
+                if reminted:
+                    raise ZoomError(
+                        f"Zoom rejected a freshly minted access token ({message or status}); check that the "
+                        "Server-to-Server OAuth app is activated and ZOOM_ACCOUNT_ID is its account."
+                    )
+                reminted = True
+                stats.token_mints += 1
+                self.authenticate(force=True)
+                continue
+            if code == 300 and "token" in message.lower() and page_token:
+                raise PageTokenExpired(message)
+            raise ZoomError(self._request_error(day, status, code, message))
+        raise ZoomRetryableError(
+            f"Zoom operation logs for {day}: gave up after {self.max_attempts} attempts; last problem: {last}."
+        )
+
+    @staticmethod
+    def _raise_if_daily_limit(resp: requests.Response, message: str) -> None:
+        retry_at = _parse_retry_after_timestamp(resp.headers.get("Retry-After"))
+        daily = (
+            resp.headers.get("X-RateLimit-Type", "").lower().startswith("daily")
+            or retry_at is not None
+            or "daily" in message.lower()
+        )
+        if daily:
+            raise ZoomDailyLimitError(retry_at or _next_utc_midnight())
+
+    @staticmethod
+    def _request_error(day: str, status: int, code: int | None, message: str) -> str:
+        if code == 4711:
+            return (
+                f"Zoom says the app's token lacks a required scope ({message}). Add the scope "
+                "report:read:operation_logs:admin (or report:read:admin) to the Server-to-Server OAuth app."
+            )
+        if code == 300 and "month" in message.lower():
+            return (
+                f"Zoom no longer serves operation logs for {day} ({message}); it keeps about six months. "
+                "Choose a partition inside that window."
+            )
+        if code == 200 or "permission" in message.lower():
+            return (
+                f"Zoom denied access to operation logs ({message}); the app needs a role with "
+                "'Admin activity logs: View' on a Pro or higher plan."
+            )
+        return f"Zoom rejected the operation-log request for {day}: HTTP {status}, code {code}: {message}."
+
+    # ---- a pass over one day -------------------------------------------------------------
+    def day_pass(self, day: str | date, *, now: datetime | None = None) -> "DayPass":
+        """A lazy pass over one UTC day's operation logs, newest first (see DayPass)."""
+        day_str = day if isinstance(day, str) else day.isoformat()
+        return DayPass(self, day_str, now or datetime.now(UTC))
+
+
+RESTART = object()
+"""Yielded by DayPass.pages() when the day is read again from page 1: consumers drop what they
+counted so far in this pass."""
+
+
+class DayPass:
+    """One pass over a day: pages of raw records as Zoom returned them, newest first.
+
+    `complete` is True when the pass starts after the day has ended; only such a pass sees the day's
+    final content, so only it may be trusted for multiplicities of identical records.
+    """
+
+    def __init__(self, client: ZoomClient, day: str, started_at: datetime):
+        self.client = client
+        self.day = day
+        self.started_at = started_at
+        day_end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        self.complete = started_at >= day_end
+        self.stats = PassStats()
+
+    def pages(self, stop_before_time: str | None = None) -> Iterator[list | object]:
+        """Yield each page's record list (and RESTART markers) until the last page.
+
+        With `stop_before_time` (a `YYYY-MM-DDTHH:MM:SSZ` string), paging stops after the first page
+        holding a record strictly older than it: everything older is already stored. The next page is
+        fetched in the background while the consumer handles this one, unless this page may be the last.
+        """
+        restarts = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoom-prefetch") as pool:
+            pending: Future | None = pool.submit(self.client._get_page, self.day, None, self.stats)
+            while pending is not None:
+                try:
+                    page = pending.result()
+                except PageTokenExpired:
+                    restarts += 1
+                    self.stats.restarts = restarts
+                    if restarts > self.client.max_day_restarts:
+                        raise ZoomRetryableError(
+                            f"Zoom's next_page_token for {self.day} kept expiring; restarted the day "
+                            f"{restarts - 1} times."
+                        ) from None
+                    yield RESTART
+                    pending = pool.submit(self.client._get_page, self.day, None, self.stats)
+                    continue
+                records = page.get(RECORDS_KEY) or []
+                self.stats.pages += 1
+                self.stats.records += len(records)
+                token = page.get("next_page_token") or None
+                stop = stop_before_time is not None and _has_older(records, stop_before_time)
+                # Prefetch only when this page cannot be the last one we need: never a call past the stop.
+                pending = None
+                if token and not stop:
+                    pending = pool.submit(self.client._get_page, self.day, token, self.stats)
+                yield records
+                if stop and token:
+                    self.stats.stopped_early = True
+
+
+def _has_older(records: list, threshold: str) -> bool:
+    """True if some record's well-formed `time` is strictly older than `threshold`."""
+    for rec in records:
+        t = rec.get("time") if isinstance(rec, dict) else None
+        if isinstance(t, str) and len(t) == 20 and t.endswith("Z") and t < threshold:
+            return True
+    return False

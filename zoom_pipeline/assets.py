@@ -3,10 +3,12 @@
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
+import orjson
 
 from zoom_pipeline.constants import RETENTION_DAYS, ZOOM_API_POOL
 from zoom_pipeline.io_manager import StoredDay, UdmOutput
 from zoom_pipeline.partitions import daily_partitions
+from zoom_pipeline.udm import coverage, product_log_id, to_udm_event
 from zoom_pipeline.zoom_client import ZoomClient, ZoomError
 
 # Transient trouble that outlasts the client's own retries (Zoom 5xx storms, S3 outages, a racing
@@ -75,7 +77,21 @@ def zoom_operation_logs_udm(context: dg.AssetExecutionContext, raw: StoredDay) -
     Gzipped NDJSON of bare UDM events (Chronicle API JSON) under `{UDM_S3_PREFIX}YYYY/MM/DD/`, one part
     per raw part with the same name, so re-runs add nothing and lineage stays one-to-one.
     """
-    from zoom_pipeline.udm import udm_line_transform
-
     day_start = datetime.combine(validate_day(context.partition_key, today=date.max), datetime.min.time(), UTC)
     return dg.Output(UdmOutput(raw=raw, transform=udm_line_transform(day_start)))
+
+
+def udm_line_transform(fallback_time: datetime):
+    """Raw NDJSON line + occurrence number -> (UDM event line, problems, covered target fields)."""
+
+    def transform(line: bytes, occurrence: int) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            record = line.decode("utf-8", "replace")  # still one event, flagged not_an_object
+        event, problems = to_udm_event(
+            record, log_id=product_log_id(line, occurrence), fallback_time=fallback_time
+        )
+        return orjson.dumps(event), problems, coverage(event)
+
+    return transform

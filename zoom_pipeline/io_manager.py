@@ -302,7 +302,7 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
             "pass": "complete" if ledger.complete else "refresh",
             "records_from_api": ledger.listed,
             "records_already_stored": ledger.already_stored,
-            "dagster_run_id": context.run_id if context.has_run_id else None,
+            "dagster_run_id": _run_id(context),
             "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         key = self.manifest_prefix + day_path(day) + name.removesuffix(PART_SUFFIX) + ".manifest.json"
@@ -387,3 +387,10 @@ def _repeated_digests(raw: StoredDay) -> set[int]:
         digests.extend(line_digest(line) for line in raw.lines(name))
     ordered = sorted(digests)
     return {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
+
+
+def _run_id(context: dg.OutputContext) -> str | None:
+    try:
+        return context.run_id
+    except Exception:  # an OutputContext built outside a run has none
+        return None

@@ -1,0 +1,204 @@
+"""The IO manager's contract: layout, append-only parts, and exactly-once under faults and shifting pages."""
+
+import gzip
+from collections import Counter
+
+import orjson
+import pytest
+
+from tests.helpers import (
+    api_listing,
+    canonical,
+    days_ago,
+    materialize,
+    output_metadata,
+    records_of,
+    resources,
+    s3_day,
+)
+from zoom_pipeline.io_manager import part_name
+
+
+def test_one_day_lands_in_the_documented_layout(sim, zoom_env, bucket, s3):
+    day = days_ago(2)
+    sim.generate_day(day, 700, seed=1)
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert result.success
+
+    objects = s3_day(s3, bucket, day)
+    key = f"zoom/operationlogs/{day.replace('-', '/')}/zoom-operationlogs-{day.replace('-', '')}-000001.json.gz"
+    assert list(objects) == [key]
+    head = s3.head_object(Bucket=bucket, Key=key)
+    assert head["ContentType"] == "application/gzip"
+    assert records_of(objects) == canonical(api_listing(sim, zoom_env, day))
+    assert sum(records_of(objects).values()) == 700
+
+    meta = output_metadata(result)
+    assert meta["records_from_api"] == 700
+    assert meta["records_written"] == 700
+    assert meta["pages"] == 3 and meta["api_calls"] == 3
+    assert meta["objects_written"] == [f"s3://{bucket}/{key}"]
+    assert meta["dagster/row_count"] == 700
+    assert meta["oldest_event_time"].startswith(day) and meta["newest_event_time"].startswith(day)
+    # The manifest lives outside the feed prefix.
+    manifests = s3.list_objects_v2(Bucket=bucket, Prefix="zoom/operationlogs-manifests/")["Contents"]
+    [manifest] = [orjson.loads(s3.get_object(Bucket=bucket, Key=m["Key"])["Body"].read()) for m in manifests]
+    assert manifest["records"] == 700 and manifest["partition"] == day
+
+
+def test_rerun_writes_nothing_and_new_records_land_once(sim, zoom_env, bucket, s3):
+    day = days_ago(3)
+    sim.generate_day(day, 400, seed=2)
+    res = resources(zoom_env, bucket=bucket)
+    assert materialize(day, res).success
+    again = materialize(day, res)
+    assert again.success
+    assert output_metadata(again)["records_written"] == 0
+    assert len(s3_day(s3, bucket, day)) == 1
+
+    late = sim.make_records(day, 5, seed=99)
+    sim.add_records(day, late)
+    third = materialize(day, res)
+    assert output_metadata(third)["records_written"] == 5
+    objects = s3_day(s3, bucket, day)
+    assert len(objects) == 2
+    second_part = objects[sorted(objects)[1]]
+    assert canonical(orjson.loads(line) for line in second_part[:-1]) == canonical(late)
+    assert records_of(objects) == canonical(api_listing(sim, zoom_env, day))
+
+
+def test_identical_twins_are_both_kept(sim, zoom_env, bucket, s3):
+    day = days_ago(4)
+    twin = {"action": "Update", "category_type": "User", "operation_detail": "Update User a@example.com  - "
+            "Job Title: set to Contractor", "operator": "admin@example.com", "time": f"{day}T10:00:00Z"}
+    other = dict(twin, time=f"{day}T09:00:00Z")
+    sim.set_day(day, [twin, dict(twin), other])
+    assert materialize(day, resources(zoom_env, bucket=bucket)).success
+    assert records_of(s3_day(s3, bucket, day)) == Counter({**canonical([twin, twin, other])})
+
+
+def test_odd_records_are_kept_intact_and_counted(sim, zoom_env, bucket, s3):
+    day = days_ago(5)
+    odd = [
+        {"action": "Update", "time": f"{day}T08:00:00Z"},
+        {"action": None, "category_type": "User", "operator": "no-time"},
+        {"operation_detail": "line1\nline2 \u00e9\u4e2d\u6587 \U0001F600", "time": f"{day}T07:00:00Z", "extra": 5},
+        {"operation_detail": "x" * 50_000, "time": "not a time"},
+    ]
+    sim.set_day(day, odd)
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert result.success
+    assert records_of(s3_day(s3, bucket, day)) == canonical(odd)
+    assert output_metadata(result)["odd_records"] == 2
+
+
+@pytest.mark.parametrize(
+    "fault, times, params",
+    [
+        ("rate_limit_qps", 2, {}),
+        ("rate_limit_qps", 2, {"retry_after": 0}),
+        ("server_error", 2, {"status": 503}),
+        ("server_error", 2, {"status": 500}),
+        ("truncated_body", 2, {}),
+        ("connection_reset", 2, {}),
+        ("token_expired", 1, {}),
+        ("invalid_page_token", 2, {}),
+    ],
+)
+def test_transient_faults_are_survived_exactly(sim, zoom_env, bucket, s3, fault, times, params):
+    day = days_ago(6)
+    sim.generate_day(day, 1000, seed=3, twins=3)
+    expected = canonical(api_listing(sim, zoom_env, day))
+    sim.reset_stats()
+    sim.inject(fault, times=times, after_calls=1, **params)
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert result.success, fault
+    objects = s3_day(s3, bucket, day)
+    assert len(objects) == 1
+    assert records_of(objects) == expected
+    meta = output_metadata(result)
+    assert meta["records_written"] == 1000
+    if fault == "invalid_page_token":
+        assert meta["day_restarts"] == 2
+
+
+def test_token_rejected_twice_fails_clearly(sim, zoom_env, bucket, s3):
+    day = days_ago(6)
+    sim.generate_day(day, 1000, seed=3)
+    sim.inject("token_expired", times=2, after_calls=1)
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert not result.success
+    assert "freshly minted access token" in result.failure_data_for_node("zoom_operation_logs").error.message
+    assert s3_day(s3, bucket, day) == {}
+
+
+def test_daily_limit_fails_at_once_naming_the_reset_time(sim, zoom_env, bucket, s3):
+    day = days_ago(6)
+    sim.generate_day(day, 1000, seed=3)
+    sim.inject("rate_limit_daily", times=100, after_calls=1)
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert not result.success
+    message = str(result.failure_data_for_node("zoom_operation_logs").error.message)
+    assert "daily API limit" in message and "T00:00:00Z" in message
+    assert sim.stats()["report_calls"] == 2  # no retry storm against a spent quota
+    assert s3_day(s3, bucket, day) == {}
+
+
+def test_persistent_server_errors_fail_without_writing(sim, zoom_env, bucket, s3):
+    day = days_ago(6)
+    sim.generate_day(day, 1000, seed=3)
+    sim.inject("server_error", times=1000, after_calls=1, status=502)
+    result = materialize(day, resources(zoom_env, bucket=bucket, max_attempts=3))
+    assert not result.success
+    assert s3_day(s3, bucket, day) == {}
+
+
+def test_missing_scope_is_one_clear_error(sim, zoom_env, bucket, s3):
+    day = days_ago(2)
+    sim.generate_day(day, 10)
+    sim.configure(scopes="meeting:read:admin")
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert not result.success
+    message = result.failure_data_for_node("zoom_operation_logs").error.message
+    assert "report:read:operation_logs:admin" in message
+    assert sim.stats()["report_calls"] == 1
+    assert s3_day(s3, bucket, day) == {}
+
+
+def test_refresh_while_events_arrive_stores_no_duplicate_and_misses_nothing(sim, zoom_env, bucket, s3):
+    """Today's pages shift as events arrive mid-pass; the stored day must stay a set of distinct records."""
+    day = days_ago(0)
+    base = sim.make_records(day, 900, seed=5, start_time="12:00:00")
+    sim.set_day(day, base)
+    # New events are the newest: each batch is later than everything before it.
+    arriving = [sim.make_records(day, 40, seed=10 + i, start_time=f"{20 + i}:00:00") for i in range(3)]
+    for n, batch in enumerate(arriving, start=1):
+        sim.on_report_call(n, day, batch)  # each page pushes 40 older records onto the next one
+    res = resources(zoom_env, bucket=bucket)
+    first = materialize(day, res)
+    assert first.success
+    meta = output_metadata(first)
+    assert meta["pass"].startswith("refresh")
+    assert meta["shifted_repeats_skipped"] > 0
+    stored = records_of(s3_day(s3, bucket, day))
+    assert max(stored.values()) == 1
+    assert set(canonical(base)) <= set(stored)
+
+    # A later refresh picks up whatever the shifting pass could not see, still without duplicates.
+    assert materialize(day, res).success
+    stored = records_of(s3_day(s3, bucket, day))
+    assert stored == Counter(set(canonical(api_listing(sim, zoom_env, day))))
+
+
+def test_local_directory_default_has_the_same_layout(sim, zoom_env, tmp_path):
+    day = days_ago(2)
+    sim.generate_day(day, 50, seed=7)
+    result = materialize(day, resources(zoom_env, local_dir=str(tmp_path)))
+    assert result.success
+    path = tmp_path / "zoom/operationlogs" / day.replace("-", "/") / part_name(day, 1)
+    lines = gzip.decompress(path.read_bytes()).split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 51
+    assert canonical(orjson.loads(x) for x in lines[:-1]) == canonical(api_listing(sim, zoom_env, day))
+    assert output_metadata(result)["objects_written"] == [path.as_uri()]
+    assert materialize(day, resources(zoom_env, local_dir=str(tmp_path))).success
+    assert len(list(path.parent.iterdir())) == 1

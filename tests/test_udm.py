@@ -1,0 +1,2188 @@
+"""Golden and property tests of zoom_pipeline.udm.
+
+Every expected event below is written out by hand from the mapping rules (notes §6.1 and the issue text),
+never computed by the code under test. The operation_detail strings of notes §5.1 and §5.2 are verbatim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta, timezone
+
+import orjson
+import pytest
+
+from zoom_pipeline.udm import (
+    PROBLEMS,
+    TARGET_FIELDS,
+    UDM_MAPPING,
+    ParsedDetail,
+    Rule,
+    coverage,
+    parse_operation_detail,
+    product_log_id,
+    to_udm_event,
+)
+
+LOG_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+FALLBACK = datetime(2026, 11, 14, tzinfo=UTC)
+LONG_VALUE = "x" * 10_000
+LONG_DETAIL = "Update User long@example.com  - Job Title: set to " + LONG_VALUE
+
+# notes §5.1 and §5.2, verbatim (trailing spaces included).
+VERBATIM_DETAILS = (
+    "Add User homer@simpson.io  - User Type: Basic - Department: Foo",
+    "Update User lisa@panther.io  - Job Title: set to Contractor",
+    "Update User example@example.io  - Job Title: set to Contractor",
+    "Update User bart@panther.io  - User Role: from Member to Admin",
+    "Edit User homer.simpson@duff.co  - Change Type: from Basic to Licensed",
+    "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
+    "Change Role  - homer.simpson@duff.io: from Admin to Co-Owner",
+    "Change Role  - homer.simpson@duff.io: from Admin to Billing Admin",
+    "Change Role  - homer.simpson@duff.io: from Member to Billing Admin",
+    "Change Role  - homer.simpson@duff.io: from Co-Owner to User",
+    "Change Role  - homer.simpson@duff.io: from Co-Owner to Admin",
+    "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from On to Off",
+    "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from Off to On",
+    "Security  - Require that all meetings are secured with one security option: from On to Off",
+    "Security  - Automatically sign users out after a specified time: from On to Off",
+    "Security  - Require a passcode when scheduling new meetings: from On to Off",
+    "Security  - Sign in with Two-Factor Authentication: from On to Off",
+    "Sign-in Methods  - Allow users to sign in with Google: from Off to On",
+    "Sign-in Methods  - Allow users to sign in with Apple ID: from Off to On",
+    "Sign-In Password Requirement  - Include at least 1 letter: from On to Off - Include at least "
+    "1 number: "
+    "from On to Off - Include both uppercase and lowercase characters: from On to Off",
+    "Sign-In Password Requirement  - Have at least specified length of characters: from 8 to 14 - "
+    "Include at "
+    "least 1 letter: from On to Off - Include at least 1 number: from On to Off - Include both "
+    "uppercase and "
+    "lowercase characters: from On to Off",
+    "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - Send Bitrate: from 20 to 200",
+    "Update a Channel TestGroupChannel1  - Cloud Storage Retention: set to  - Name: from "
+    "TestGroup1 to "
+    "TestGroupChannel1",
+    "Assign admin for channel TestChannel3  - test@test.com",
+    "Search Chat  - Search Date: 03/02/2023 - 03/30/2023",
+    "Activate User sjkfhdsf@jdfgkhgd.com ",
+    "Deactivate User mynewemail@jdfkdshfhjdsf.ffasdm ",
+    "Delete User example@example.com",
+    "Add Group Engineers",
+    "Edit Group Recruiting ",
+    "Unbind Phone Number +1112222 From Not_Delete_CallQueue_Recording",
+    "Delete Phone Number +123456 From abc.zoom.us",
+    "Add Device testDevice",
+    "Assign Phone Number +120000123 to Sam Mendes(abcdaccount@someaccount.com)",
+    "Add User bob@example.com",
+    "Delete cloud recording for meeting 11122223333",
+    "Change account setting Cloud Recording from ON to OFF",
+    "Update billing contact information",
+)
+
+GOLDEN = [
+    # ---- the issue's example -------------------------------------------------------------------------
+    pytest.param(
+        {
+            "time": "2026-11-14T01:01:11Z",
+            "operator": "admin@example.com",
+            "category_type": "User",
+            "action": "Update",
+            "operation_detail": "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {"user": {"emailAddresses": ["jane@example.com"], "title": "Staff Engineer"}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="issue-example",
+    ),
+    # ---- notes §5.1: with Key: value pairs -----------------------------------------------------------
+    pytest.param(
+        {
+            "action": "Add",
+            "category_type": "User",
+            "operation_detail": "Add User homer@simpson.io  - User Type: Basic - Department: Foo",
+            "operator": "admin@simpson.io",
+            "time": "2023-01-05T10:00:00Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Add",
+                "description": "Add User homer@simpson.io  - User Type: Basic - Department: Foo",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@simpson.io"]}},
+            "target": {
+                "user": {
+                    "department": ["Foo"],
+                    "emailAddresses": ["homer@simpson.io"],
+                    "attribute": {"labels": [{"key": "User Type", "value": "Basic"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-add-user-type-department",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User lisa@panther.io  - Job Title: set to Contractor",
+            "operator": "homer@panther.io",
+            "time": "2023-01-05T10:00:01Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:01Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User lisa@panther.io  - Job Title: set to Contractor",
+            },
+            "principal": {"user": {"emailAddresses": ["homer@panther.io"]}},
+            "target": {"user": {"emailAddresses": ["lisa@panther.io"], "title": "Contractor"}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-job-title-set-to-lisa",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User example@example.io  - Job Title: set to Contractor",
+            "operator": "homer@panther.io",
+            "time": "2023-01-05T10:00:02Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:02Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User example@example.io  - Job Title: set to Contractor",
+            },
+            "principal": {"user": {"emailAddresses": ["homer@panther.io"]}},
+            "target": {"user": {"emailAddresses": ["example@example.io"], "title": "Contractor"}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-job-title-set-to-example",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User bart@panther.io  - User Role: from Member to Admin",
+            "operator": "homer@panther.io",
+            "time": "2023-01-05T10:00:03Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:03Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User bart@panther.io  - User Role: from Member to Admin",
+            },
+            "principal": {"user": {"emailAddresses": ["homer@panther.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["bart@panther.io"],
+                    "attribute": {"roles": [{"name": "Admin"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-user-role-from-to",
+    ),
+    pytest.param(
+        {
+            "action": "SCIM API - Update",
+            "category_type": "User",
+            "operation_detail": "Edit User homer.simpson@duff.co  - Change Type: from Basic to Licensed",
+            "operator": "homer@duff.co",
+            "time": "2023-01-05T10:00:04Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:04Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "SCIM API - Update",
+                "description": "Edit User homer.simpson@duff.co  - Change Type: from Basic to Licensed",
+            },
+            "principal": {"user": {"emailAddresses": ["homer@duff.co"]}},
+            "target": {"user": {"emailAddresses": ["homer.simpson@duff.co"]}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-edit-user-change-type-unmapped",
+    ),
+    pytest.param(
+        {
+            "action": "Batch Update",
+            "category_type": "User",
+            "operation_detail": "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
+            "operator": "marge@duff.io",
+            "time": "2023-01-05T10:00:05Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:05Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Batch Update",
+                "description": "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
+            },
+            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Co-Owner"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-change-role-user-to-co-owner",
+    ),
+    pytest.param(
+        {
+            "action": "Batch Update",
+            "category_type": "User",
+            "operation_detail": "Change Role  - homer.simpson@duff.io: from Admin to Co-Owner",
+            "operator": "marge@duff.io",
+            "time": "2023-01-05T10:00:06Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:06Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Batch Update",
+                "description": "Change Role  - homer.simpson@duff.io: from Admin to Co-Owner",
+            },
+            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Co-Owner"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-change-role-admin-to-co-owner",
+    ),
+    pytest.param(
+        {
+            "action": "Batch Update",
+            "category_type": "User",
+            "operation_detail": "Change Role  - homer.simpson@duff.io: from Admin to Billing Admin",
+            "operator": "marge@duff.io",
+            "time": "2023-01-05T10:00:07Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:07Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Batch Update",
+                "description": "Change Role  - homer.simpson@duff.io: from Admin to Billing Admin",
+            },
+            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Billing Admin"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-change-role-admin-to-billing-admin",
+    ),
+    pytest.param(
+        {
+            "action": "Batch Update",
+            "category_type": "User",
+            "operation_detail": "Change Role  - homer.simpson@duff.io: from Member to Billing Admin",
+            "operator": "marge@duff.io",
+            "time": "2023-01-05T10:00:08Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:08Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Batch Update",
+                "description": "Change Role  - homer.simpson@duff.io: from Member to Billing Admin",
+            },
+            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Billing Admin"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-change-role-member-to-billing-admin",
+    ),
+    pytest.param(
+        {
+            "action": "Batch Update",
+            "category_type": "User",
+            "operation_detail": "Change Role  - homer.simpson@duff.io: from Co-Owner to User",
+            "operator": "marge@duff.io",
+            "time": "2023-01-05T10:00:09Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:09Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Batch Update",
+                "description": "Change Role  - homer.simpson@duff.io: from Co-Owner to User",
+            },
+            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "User"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-change-role-co-owner-to-user",
+    ),
+    pytest.param(
+        {
+            "action": "Batch Update",
+            "category_type": "User",
+            "operation_detail": "Change Role  - homer.simpson@duff.io: from Co-Owner to Admin",
+            "operator": "marge@duff.io",
+            "time": "2023-01-05T10:00:10Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:10Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Batch Update",
+                "description": "Change Role  - homer.simpson@duff.io: from Co-Owner to Admin",
+            },
+            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Admin"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.1-change-role-co-owner-to-admin",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User Group",
+            "operation_detail": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: "
+            "from On to Off",
+            "operator": "homer@springfield.gov",
+            "time": "2023-01-05T10:00:11Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["homer@springfield.gov"]}},
+            "additional": {"category_type": "User Group"},
+        },
+        (),
+        id="5.1-pmi-passcode-on-to-off",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User Group",
+            "operation_detail": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: "
+            "from Off to On",
+            "operator": "homer@springfield.gov",
+            "time": "2023-01-05T10:00:12Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:12Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from Off to On",
+            },
+            "principal": {"user": {"emailAddresses": ["homer@springfield.gov"]}},
+            "additional": {"category_type": "User Group"},
+        },
+        (),
+        id="5.1-pmi-passcode-off-to-on",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Security  - Require that all meetings are secured with one "
+            "security option: "
+            "from On to Off",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:13Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:13Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Security  - Require that all meetings are secured with one "
+                "security option: "
+                "from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-security-one-option",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Security  - Automatically sign users out after a specified time: "
+            "from On to Off",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:14Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:14Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Security  - Automatically sign users out after a specified time: "
+                "from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-security-sign-out",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Security  - Require a passcode when scheduling new meetings: from On to Off",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:15Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:15Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Security  - Require a passcode when scheduling new meetings: from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-security-passcode",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Security  - Sign in with Two-Factor Authentication: from On to Off",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:16Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:16Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Security  - Sign in with Two-Factor Authentication: from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-security-2fa",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Sign-in Methods  - Allow users to sign in with Google: from Off to On",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:17Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:17Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Sign-in Methods  - Allow users to sign in with Google: from Off to On",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-sign-in-google",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Sign-in Methods  - Allow users to sign in with Apple ID: from Off to On",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:18Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:18Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Sign-in Methods  - Allow users to sign in with Apple ID: from Off to On",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-sign-in-apple",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Sign-In Password Requirement  - Include at least 1 letter: from "
+            "On to Off - "
+            "Include at least 1 number: from On to Off - Include both uppercase and lowercase "
+            "characters: "
+            "from On to Off",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:19Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:19Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Sign-In Password Requirement  - Include at least 1 letter: from On "
+                "to Off - "
+                "Include at least 1 number: from On to Off - Include both uppercase and lowercase "
+                "characters: "
+                "from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-password-requirement-3",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Sign-In Password Requirement  - Have at least specified length of "
+            "characters: "
+            "from 8 to 14 - Include at least 1 letter: from On to Off - Include at least 1 number: "
+            "from On to "
+            "Off - Include both uppercase and lowercase characters: from On to Off",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:20Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:20Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Sign-In Password Requirement  - Have at least specified length of "
+                "characters: "
+                "from 8 to 14 - Include at least 1 letter: from On to Off - Include at least 1 "
+                "number: from On "
+                "to Off - Include both uppercase and lowercase characters: from On to Off",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-password-requirement-4",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - "
+            "Send Bitrate: "
+            "from 20 to 200",
+            "operator": "example@example.io",
+            "time": "2023-01-05T10:00:21Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-01-05T10:00:21Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - Send "
+                "Bitrate: "
+                "from 20 to 200",
+            },
+            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.1-quality-settings-audio",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Channels",
+            "operation_detail": "Update a Channel TestGroupChannel1  - Cloud Storage Retention: "
+            "set to  - Name: "
+            "from TestGroup1 to TestGroupChannel1",
+            "operator": "admin@test.com",
+            "time": "2023-03-01T08:00:00Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-03-01T08:00:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update a Channel TestGroupChannel1  - Cloud Storage Retention: set "
+                "to  - Name: "
+                "from TestGroup1 to TestGroupChannel1",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@test.com"]}},
+            "additional": {"category_type": "Channels"},
+        },
+        (),
+        id="5.1-channel-empty-set-to",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Channels",
+            "operation_detail": "Assign admin for channel TestChannel3  - test@test.com",
+            "operator": "admin@test.com",
+            "time": "2023-03-01T08:00:01Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-03-01T08:00:01Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Assign admin for channel TestChannel3  - test@test.com",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@test.com"]}},
+            "target": {"user": {"emailAddresses": ["test@test.com"]}},
+            "additional": {"category_type": "Channels"},
+        },
+        (),
+        id="5.1-channel-admin-bare-email",
+    ),
+    pytest.param(
+        {
+            "action": "Search",
+            "category_type": "Team Chat",
+            "operation_detail": "Search Chat  - Search Date: 03/02/2023 - 03/30/2023",
+            "operator": "auditor@test.com",
+            "time": "2023-03-30T12:00:00Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2023-03-30T12:00:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Search",
+                "description": "Search Chat  - Search Date: 03/02/2023 - 03/30/2023",
+            },
+            "principal": {"user": {"emailAddresses": ["auditor@test.com"]}},
+            "additional": {"category_type": "Team Chat"},
+        },
+        (),
+        id="5.1-search-date-with-hyphen",
+    ),
+    # ---- notes §5.2: without pairs -------------------------------------------------------------------
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Activate User sjkfhdsf@jdfgkhgd.com ",
+            "operator": "someuser@sfksfhksdfsf.com",
+            "time": "2019-08-20T19:09:01Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2019-08-20T19:09:01Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Activate User sjkfhdsf@jdfgkhgd.com ",
+            },
+            "principal": {"user": {"emailAddresses": ["someuser@sfksfhksdfsf.com"]}},
+            "target": {"user": {"emailAddresses": ["sjkfhdsf@jdfgkhgd.com"]}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.2-zoom-example-activate",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Deactivate User mynewemail@jdfkdshfhjdsf.ffasdm ",
+            "operator": "anotheruser@sfhidshfidshufds.com",
+            "time": "2019-08-20T18:59:56Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2019-08-20T18:59:56Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Deactivate User mynewemail@jdfkdshfhjdsf.ffasdm ",
+            },
+            "principal": {"user": {"emailAddresses": ["anotheruser@sfhidshfidshufds.com"]}},
+            "target": {"user": {"emailAddresses": ["mynewemail@jdfkdshfhjdsf.ffasdm"]}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.2-zoom-example-deactivate",
+    ),
+    pytest.param(
+        {
+            "action": "Delete",
+            "category_type": "User",
+            "operation_detail": "Delete User example@example.com",
+            "operator": "admin@example.com",
+            "time": "2024-02-29T23:59:59Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2024-02-29T23:59:59Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Delete",
+                "description": "Delete User example@example.com",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {"user": {"emailAddresses": ["example@example.com"]}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.2-delete-user",
+    ),
+    pytest.param(
+        {
+            "action": "Add",
+            "category_type": "User Group",
+            "operation_detail": "Add Group Engineers",
+            "operator": "admin@example.com",
+            "time": "2024-03-01T00:00:00Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2024-03-01T00:00:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Add",
+                "description": "Add Group Engineers",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "additional": {"category_type": "User Group"},
+        },
+        (),
+        id="5.2-add-group",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User Group",
+            "operation_detail": "Edit Group Recruiting ",
+            "operator": "admin@example.com",
+            "time": "2024-03-01T00:00:01Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2024-03-01T00:00:01Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Edit Group Recruiting ",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "additional": {"category_type": "User Group"},
+        },
+        (),
+        id="5.2-edit-group-trailing-space",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Phone Number",
+            "operation_detail": "Unbind Phone Number +1112222 From Not_Delete_CallQueue_Recording",
+            "operator": "phoneadmin@someaccount.com",
+            "time": "2021-06-01T09:30:00Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2021-06-01T09:30:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Unbind Phone Number +1112222 From Not_Delete_CallQueue_Recording",
+            },
+            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
+            "additional": {"category_type": "Phone Number"},
+        },
+        (),
+        id="5.2-phone-unbind",
+    ),
+    pytest.param(
+        {
+            "action": "Delete",
+            "category_type": "Phone Number",
+            "operation_detail": "Delete Phone Number +123456 From abc.zoom.us",
+            "operator": "phoneadmin@someaccount.com",
+            "time": "2021-06-01T09:30:01Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2021-06-01T09:30:01Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Delete",
+                "description": "Delete Phone Number +123456 From abc.zoom.us",
+            },
+            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
+            "additional": {"category_type": "Phone Number"},
+        },
+        (),
+        id="5.2-phone-delete",
+    ),
+    pytest.param(
+        {
+            "action": "Add",
+            "category_type": "Device",
+            "operation_detail": "Add Device testDevice",
+            "operator": "phoneadmin@someaccount.com",
+            "time": "2021-06-01T09:30:02Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2021-06-01T09:30:02Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Add",
+                "description": "Add Device testDevice",
+            },
+            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
+            "additional": {"category_type": "Device"},
+        },
+        (),
+        id="5.2-phone-add-device",
+    ),
+    pytest.param(
+        {
+            "action": "Assign",
+            "category_type": "Phone Number",
+            "operation_detail": "Assign Phone Number +120000123 to Sam Mendes(abcdaccount@someaccount.com)",
+            "operator": "phoneadmin@someaccount.com",
+            "time": "2021-06-01T09:30:03Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2021-06-01T09:30:03Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Assign",
+                "description": "Assign Phone Number +120000123 to Sam Mendes(abcdaccount@someaccount.com)",
+            },
+            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
+            "target": {"user": {"emailAddresses": ["abcdaccount@someaccount.com"]}},
+            "additional": {"category_type": "Phone Number"},
+        },
+        (),
+        id="5.2-phone-assign-email-in-parentheses",
+    ),
+    pytest.param(
+        {
+            "action": "Add",
+            "category_type": "User",
+            "operation_detail": "Add User bob@example.com",
+            "operator": "alice@example.com",
+            "time": "2025-05-05T05:05:05Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2025-05-05T05:05:05Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Add",
+                "description": "Add User bob@example.com",
+            },
+            "principal": {"user": {"emailAddresses": ["alice@example.com"]}},
+            "target": {"user": {"emailAddresses": ["bob@example.com"]}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="5.2-elastic-add-user",
+    ),
+    pytest.param(
+        {
+            "action": "Delete",
+            "category_type": "Recording",
+            "operation_detail": "Delete cloud recording for meeting 11122223333",
+            "operator": "alice@example.com",
+            "time": "2025-05-05T05:05:06Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2025-05-05T05:05:06Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Delete",
+                "description": "Delete cloud recording for meeting 11122223333",
+            },
+            "principal": {"user": {"emailAddresses": ["alice@example.com"]}},
+            "additional": {"category_type": "Recording"},
+        },
+        (),
+        id="5.2-elastic-delete-recording",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Account",
+            "operation_detail": "Change account setting Cloud Recording from ON to OFF",
+            "operator": "alice@example.com",
+            "time": "2025-05-05T05:05:07Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2025-05-05T05:05:07Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Change account setting Cloud Recording from ON to OFF",
+            },
+            "principal": {"user": {"emailAddresses": ["alice@example.com"]}},
+            "additional": {"category_type": "Account"},
+        },
+        (),
+        id="5.2-elastic-account-setting",
+    ),
+    pytest.param(
+        # Elastic's fixture has neither operator nor action.
+        {
+            "category_type": "Billing",
+            "operation_detail": "Update billing contact information",
+            "time": "2025-05-05T05:05:08Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2025-05-05T05:05:08Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "Update billing contact information",
+            },
+            "additional": {"category_type": "Billing"},
+        },
+        (),
+        id="5.2-elastic-billing-no-operator",
+    ),
+    # ---- keys known only from Google's table (shapes unconfirmed, notes §5.3) ------------------------
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User ned@example.com  - First Name: from Ned to Edward - "
+            "Last Name: set to "
+            "Flanders - Display Name: Edward Flanders - Email Address: from ned@example.com to "
+            "edward@example.com",
+            "operator": "admin@example.com",
+            "time": "2026-01-02T03:04:05Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:05Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User ned@example.com  - First Name: from Ned to Edward - "
+                "Last Name: set to "
+                "Flanders - Display Name: Edward Flanders - Email Address: from ned@example.com to "
+                "edward@example.com",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {
+                "user": {
+                    "userDisplayName": "Edward Flanders",
+                    "emailAddresses": ["ned@example.com", "edward@example.com"],
+                    "firstName": "Edward",
+                    "lastName": "Flanders",
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="names-and-email-address",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User ned@example.com  - Location: from Springfield to "
+            "Shelbyville - "
+            "Department: from Sales to R&D - Department: Support",
+            "operator": "admin@example.com",
+            "time": "2026-01-02T03:04:06Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:06Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User ned@example.com  - Location: from Springfield to "
+                "Shelbyville - "
+                "Department: from Sales to R&D - Department: Support",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {
+                "user": {"department": ["R&D", "Support"], "emailAddresses": ["ned@example.com"]},
+                "location": {"name": "Shelbyville"},
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="location-and-two-departments",
+    ),
+    pytest.param(
+        {
+            "action": "Add",
+            "category_type": "Role",
+            "operation_detail": "Add Role Auditors  - Role Name: Auditors - Description: Read-only "
+            "access to "
+            "reports - a summary: yes",
+            "operator": "owner@example.com",
+            "time": "2026-01-02T03:04:07Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:07Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Add",
+                "description": "Add Role Auditors  - Role Name: Auditors - Description: Read-only "
+                "access to "
+                "reports - a summary: yes",
+            },
+            "principal": {"user": {"emailAddresses": ["owner@example.com"]}},
+            "target": {
+                "user": {
+                    "roleDescription": "Read-only access to reports",
+                    "attribute": {"roles": [{"name": "Auditors"}]},
+                }
+            },
+            "additional": {"category_type": "Role"},
+        },
+        (),
+        id="role-name-and-description",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "Zoom Rooms",
+            "operation_detail": "Update Zoom Room Lobby  - Room Name: from Lobby to Front Desk - "
+            "Type: set to "
+            "Zoom Rooms - user type: from Basic to Licensed",
+            "operator": "rooms@example.com",
+            "time": "2026-01-02T03:04:08Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:08Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update Zoom Room Lobby  - Room Name: from Lobby to Front Desk - "
+                "Type: set to "
+                "Zoom Rooms - user type: from Basic to Licensed",
+            },
+            "principal": {"user": {"emailAddresses": ["rooms@example.com"]}},
+            "target": {
+                "user": {
+                    "attribute": {
+                        "labels": [
+                            {"key": "Room Name", "value": "Front Desk"},
+                            {"key": "Type", "value": "Zoom Rooms"},
+                            {"key": "User Type", "value": "Licensed"},
+                        ]
+                    }
+                }
+            },
+            "additional": {"category_type": "Zoom Rooms"},
+        },
+        (),
+        id="labels-keep-table-spelling",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User jane@example.com  - JOB TITLE: set to Lead - user "
+            "role: from Member to "
+            "Admin - Job Title: from Lead to Principal",
+            "operator": "admin@example.com",
+            "time": "2026-01-02T03:04:09Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:09Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User jane@example.com  - JOB TITLE: set to Lead - user "
+                "role: from Member to "
+                "Admin - Job Title: from Lead to Principal",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {
+                "user": {
+                    "emailAddresses": ["jane@example.com"],
+                    "title": "Principal",
+                    "attribute": {"roles": [{"name": "Admin"}]},
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="keys-case-insensitive-last-scalar-wins",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": "Update User Jane@Example.com  - Email Address: from "
+            "jane@example.com to "
+            "JANE@EXAMPLE.COM",
+            "operator": "admin@example.com",
+            "time": "2026-01-02T03:04:10Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:10Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": "Update User Jane@Example.com  - Email Address: from "
+                "jane@example.com to "
+                "JANE@EXAMPLE.COM",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {"user": {"emailAddresses": ["Jane@Example.com"]}},
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="email-dedup-case-insensitive-old-value-ignored",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
+            '"a@example.com", "options": "view"}]',
+            "operator": "boss@example.com",
+            "time": "2026-01-02T03:04:11Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
+                '"a@example.com", "options": "view"}]',
+            },
+            "principal": {"user": {"emailAddresses": ["boss@example.com"]}},
+            "target": {
+                "user": {
+                    "attribute": {
+                        "labels": [
+                            {"key": "assistant", "value": "a@example.com"},
+                            {"key": "options", "value": "view"},
+                        ]
+                    },
+                    "userid": "u1",
+                }
+            },
+            "additional": {"category_type": "User"},
+        },
+        (),
+        id="json-data-one-element",
+    ),
+    # ---- edge records --------------------------------------------------------------------------------
+    pytest.param(
+        {
+            "action": "Update",
+            "operation_detail": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
+            '"a@example.com", "options": "view"}, {"userId": "u2", "assistant": "b@example.com", '
+            '"options": "edit - all: yes"}, {"userId": 3, "options": ["view", "edit"]}] - Type: '
+            "Assistant",
+            "time": "2026-01-02T03:04:12Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:12Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
+                '"a@example.com", "options": "view"}, {"userId": "u2", "assistant": '
+                '"b@example.com", "options": "edit - all: yes"}, {"userId": 3, "options": ["view", '
+                '"edit"]}] - Type: Assistant',
+            },
+            "target": {
+                "user": {
+                    "attribute": {
+                        "labels": [
+                            {"key": "Type", "value": "Assistant"},
+                            {"key": "assistant", "value": "a@example.com"},
+                            {"key": "options", "value": "view"},
+                        ]
+                    },
+                    "userid": "u1",
+                }
+            },
+            "about": [
+                {
+                    "user": {
+                        "userid": "u2",
+                        "attribute": {
+                            "labels": [
+                                {"key": "assistant", "value": "b@example.com"},
+                                {"key": "options", "value": "edit - all: yes"},
+                            ]
+                        },
+                    }
+                },
+                {
+                    "user": {
+                        "userid": "3",
+                        "attribute": {"labels": [{"key": "options", "value": '["view","edit"]'}]},
+                    }
+                },
+            ],
+        },
+        (),
+        id="json-data-three-elements-no-email-is-generic",
+    ),
+    pytest.param(
+        {
+            "action": "Update",
+            "category_type": "User",
+            "operation_detail": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": - '
+            "Job "
+            "Title: set to Helper",
+            "operator": "boss@example.com",
+            "time": "2026-01-02T03:04:13Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:13Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+                "description": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": - '
+                "Job "
+                "Title: set to Helper",
+            },
+            "principal": {"user": {"emailAddresses": ["boss@example.com"]}},
+            "target": {"user": {"title": "Helper"}},
+            "additional": {"category_type": "User"},
+        },
+        ("json_data_invalid",),
+        id="json-data-invalid-rest-still-parsed",
+    ),
+    pytest.param(
+        {
+            "operation_detail": 'Update Assistant  - json_data: {"userId": "u1"}',
+            "operator": "boss@example.com",
+            "time": "2026-01-02T03:04:14Z",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-01-02T03:04:14Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": 'Update Assistant  - json_data: {"userId": "u1"}',
+            },
+            "principal": {"user": {"emailAddresses": ["boss@example.com"]}},
+        },
+        ("json_data_invalid",),
+        id="json-data-not-an-array",
+    ),
+    pytest.param(
+        {},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+            }
+        },
+        ("time_missing",),
+        id="empty-object",
+    ),
+    pytest.param(
+        {"time": None, "operator": None, "action": None, "category_type": None, "operation_detail": None},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+            }
+        },
+        ("time_missing",),
+        id="all-nulls",
+    ),
+    pytest.param(
+        {
+            "time": 1763082071,
+            "operator": 12345,
+            "action": True,
+            "category_type": ["User", "Admin"],
+            "operation_detail": {"detail": "Update User x@example.com"},
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "true",
+                "description": '{"detail":"Update User x@example.com"}',
+            },
+            "principal": {"user": {"userid": "12345"}},
+            "target": {"user": {"emailAddresses": ["x@example.com"]}},
+            "additional": {"category_type": '["User","Admin"]'},
+        },
+        ("non_string_value", "time_unparseable"),
+        id="non-string-values",
+    ),
+    pytest.param(
+        {"time": "yesterday at noon", "operator": "Zoom System", "action": "Update"},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Update",
+            },
+            "principal": {"user": {"userid": "Zoom System"}},
+        },
+        ("time_unparseable",),
+        id="time-unparseable-operator-not-email",
+    ),
+    pytest.param(
+        {"time": "2026-02-30T01:01:11Z", "operator": "  "},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+            }
+        },
+        ("time_unparseable",),
+        id="time-impossible-date-blank-operator",
+    ),
+    pytest.param(
+        {"time": "2026-11-14T10:01:11.250+09:00", "operator": " admin@example.com "},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11.25Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+        },
+        (),
+        id="time-with-offset-normalised-to-utc",
+    ),
+    pytest.param(
+        {"time": "2026-11-14 01:01:11", "operator": "api_app_7Xy"},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+            },
+            "principal": {"user": {"userid": "api_app_7Xy"}},
+        },
+        (),
+        id="time-without-zone-read-as-utc",
+    ),
+    pytest.param(
+        {
+            "time": "2026-11-14T01:01:11Z",
+            "operator": "zoë@exämple.com",
+            "category_type": "Benutzer",
+            "action": "Aktualisieren",
+            "operation_detail": "Update User josé@exämple.com  - Job Title: set to Ingénieur 日本 - "
+            "Department: "
+            "Forschung & Entwicklung 🚀",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "productEventType": "Aktualisieren",
+                "description": "Update User josé@exämple.com  - Job Title: set to Ingénieur 日本 - "
+                "Department: "
+                "Forschung & Entwicklung 🚀",
+            },
+            "principal": {"user": {"emailAddresses": ["zoë@exämple.com"]}},
+            "target": {
+                "user": {
+                    "department": ["Forschung & Entwicklung 🚀"],
+                    "emailAddresses": ["josé@exämple.com"],
+                    "title": "Ingénieur 日本",
+                }
+            },
+            "additional": {"category_type": "Benutzer"},
+        },
+        (),
+        id="non-ascii",
+    ),
+    pytest.param(
+        {
+            "time": "2026-11-14T01:01:11Z",
+            "operation_detail": "Update User a@example.com  - Job Title: set to Line one\nLine two "
+            "- Department: "
+            "R&D\r\n",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "Update User a@example.com  - Job Title: set to Line one\nLine two "
+                "- Department: "
+                "R&D\r\n",
+            },
+            "target": {
+                "user": {
+                    "department": ["R&D"],
+                    "emailAddresses": ["a@example.com"],
+                    "title": "Line one\nLine two",
+                }
+            },
+        },
+        (),
+        id="embedded-newlines",
+    ),
+    pytest.param(
+        {"time": "2026-11-14T01:01:11Z", "operator": "admin@example.com", "operation_detail": LONG_DETAIL},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": LONG_DETAIL,
+            },
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            "target": {"user": {"emailAddresses": ["long@example.com"], "title": LONG_VALUE}},
+        },
+        (),
+        id="10k-char-detail",
+    ),
+    pytest.param(
+        {
+            "time": "2026-11-14T01:01:11Z",
+            "operation_detail": "Update User a@example.com  - Job Title: set to A\ud800B",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "Update User a@example.com  - Job Title: set to A?B",
+            },
+            "target": {"user": {"emailAddresses": ["a@example.com"], "title": "A?B"}},
+        },
+        ("invalid_unicode",),
+        id="lone-surrogate",
+    ),
+    pytest.param(
+        {"time": "2026-11-14T01:01:11Z", "operation_detail": "Update User a@example.com  - ", "extra": 1},
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "Update User a@example.com  - ",
+            },
+            "target": {"user": {"emailAddresses": ["a@example.com"]}},
+        },
+        (),
+        id="separator-without-pairs-and-unknown-field",
+    ),
+    pytest.param(
+        {
+            "time": "2026-11-14T01:01:11Z",
+            "operation_detail": "Change Role  - a@example.com: from User to Admin - b@example.com: "
+            "from User to "
+            "Member",
+        },
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T01:01:11Z",
+                "eventType": "USER_UNCATEGORIZED",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "Change Role  - a@example.com: from User to Admin - b@example.com: "
+                "from User to "
+                "Member",
+            },
+            "target": {
+                "user": {"emailAddresses": ["a@example.com"], "attribute": {"roles": [{"name": "Admin"}]}}
+            },
+        },
+        (),
+        id="change-role-two-users-first-is-email2",
+    ),
+    # ---- records that are not objects ----------------------------------------------------------------
+    pytest.param(
+        ["Update User a@example.com", 1],
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": '["Update User a@example.com",1]',
+            }
+        },
+        ("not_an_object", "time_missing"),
+        id="not-an-object-list",
+    ),
+    pytest.param(
+        42,
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "42",
+            }
+        },
+        ("not_an_object", "time_missing"),
+        id="not-an-object-number",
+    ),
+    pytest.param(
+        None,
+        {
+            "metadata": {
+                "productLogId": LOG_ID,
+                "eventTimestamp": "2026-11-14T00:00:00Z",
+                "eventType": "GENERIC_EVENT",
+                "vendorName": "ZOOM",
+                "productName": "ZOOM_OPERATION_LOGS",
+                "logType": "ZOOM_OPERATION_LOGS",
+                "description": "null",
+            }
+        },
+        ("not_an_object", "time_missing"),
+        id="not-an-object-null",
+    ),
+]
+
+
+@pytest.mark.parametrize(("record", "expected", "problems"), GOLDEN)
+def test_golden(record: object, expected: dict, problems: tuple[str, ...]) -> None:
+    event, got = to_udm_event(record, log_id=LOG_ID, fallback_time=FALLBACK)
+    assert event == expected
+    assert orjson.dumps(event) == orjson.dumps(expected), "same content, but the key order differs"
+    assert got == problems
+
+
+def test_golden_covers_every_verbatim_detail_of_the_notes() -> None:
+    details = [p.values[0].get("operation_detail") for p in GOLDEN if isinstance(p.values[0], dict)]
+    assert [d for d in VERBATIM_DETAILS if d not in details] == []
+    assert len(GOLDEN) >= 40
+
+
+def test_issue_example_serialises_to_the_exact_line() -> None:
+    record = {
+        "time": "2026-11-14T01:01:11Z",
+        "operator": "admin@example.com",
+        "category_type": "User",
+        "action": "Update",
+        "operation_detail": "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer",
+    }
+    event, _ = to_udm_event(record, log_id="<id>", fallback_time=FALLBACK)
+    assert orjson.dumps(event) == (
+        b'{"metadata":{"productLogId":"<id>","eventTimestamp":"2026-11-14T01:01:11Z",'
+        b'"eventType":"USER_UNCATEGORIZED","vendorName":"ZOOM","productName":"ZOOM_OPERATION_LOGS",'
+        b'"logType":"ZOOM_OPERATION_LOGS","productEventType":"Update",'
+        b'"description":"Update User jane@example.com  - Job Title: from Engineer to Staff Engineer"},'
+        b'"principal":{"user":{"emailAddresses":["admin@example.com"]}},'
+        b'"target":{"user":{"emailAddresses":["jane@example.com"],"title":"Staff Engineer"}},'
+        b'"additional":{"category_type":"User"}}'
+    )
+
+
+# ---- parse_operation_detail ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        pytest.param(
+            "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - Send Bitrate: from 20 to 200",
+            ParsedDetail(
+                head="Quality Settings - Audio",
+                pairs=[("Receive Bitrate", "200"), ("Send Bitrate", "200")],
+            ),
+            id="hyphen-in-head",
+        ),
+        pytest.param(
+            "Update a Channel TestGroupChannel1  - Cloud Storage Retention: set to  - Name: from "
+            "TestGroup1 to "
+            "TestGroupChannel1",
+            ParsedDetail(
+                head="Update a Channel TestGroupChannel1",
+                pairs=[("Cloud Storage Retention", ""), ("Name", "TestGroupChannel1")],
+            ),
+            id="empty-value",
+        ),
+        pytest.param(
+            "Search Chat  - Search Date: 03/02/2023 - 03/30/2023",
+            ParsedDetail(head="Search Chat", pairs=[("Search Date", "03/02/2023 - 03/30/2023")]),
+            id="hyphen-in-value",
+        ),
+        pytest.param(
+            "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from On to Off",
+            ParsedDetail(
+                head="Edit Group Springfield", pairs=[("Personal Meeting ID (PMI) Passcode", "Off")]
+            ),
+            id="parentheses-in-key",
+        ),
+        pytest.param(
+            "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
+            ParsedDetail(
+                head="Change Role",
+                email2="homer.simpson@duff.io",
+                role="Co-Owner",
+                pairs=[("homer.simpson@duff.io", "Co-Owner")],
+            ),
+            id="change-role",
+        ),
+        pytest.param(
+            "Assign admin for channel TestChannel3  - test@test.com",
+            ParsedDetail(
+                head="Assign admin for channel TestChannel3", email2="test@test.com", bare=["test@test.com"]
+            ),
+            id="bare-email",
+        ),
+        pytest.param(
+            "Activate User sjkfhdsf@jdfgkhgd.com ",
+            ParsedDetail(head="Activate User sjkfhdsf@jdfgkhgd.com", email="sjkfhdsf@jdfgkhgd.com"),
+            id="no-pairs-trailing-space",
+        ),
+        pytest.param(
+            "Update User a@example.com  - Email Address: from old@example.com to new@example.com",
+            ParsedDetail(
+                head="Update User a@example.com",
+                email="a@example.com",
+                email2="new@example.com",
+                pairs=[("Email Address", "new@example.com")],
+            ),
+            id="email2-from-new-value-not-old",
+        ),
+        pytest.param(
+            'Edit Scheduling  - json_data: [{"userId": "u1", "assistant": "x@example.com"}] - '
+            "Note: from  to "
+            "y@example.com",
+            ParsedDetail(
+                head="Edit Scheduling",
+                email2="y@example.com",
+                pairs=[("Note", "y@example.com")],
+                json_data=[{"userId": "u1", "assistant": "x@example.com"}],
+            ),
+            id="json-data-then-pair-email2-not-from-json",
+        ),
+        pytest.param(
+            "Edit Scheduling  - JSON_DATA: [1, 2",
+            ParsedDetail(head="Edit Scheduling", problems=("json_data_invalid",)),
+            id="json-data-invalid",
+        ),
+        pytest.param(
+            "",
+            ParsedDetail(head=""),
+            id="empty",
+        ),
+    ],
+)
+def test_parse_operation_detail(detail: str, expected: ParsedDetail) -> None:
+    assert parse_operation_detail(detail) == expected
+
+
+# ---- the table -----------------------------------------------------------------------------------------
+
+
+def test_mapping_table_has_the_seed_rows_in_the_seed_order() -> None:
+    # Log field and UDM field columns of the seed's "UDM 매핑 테이블" (English names as in notes §6.1).
+    assert [(row.source, row.udm) for row in UDM_MAPPING] == [
+        ("action", "metadata.product_event_type"),
+        ("category_type", "additional.fields.key"),
+        ("category_type", "additional.fields.value.string_value"),
+        ("Department", "target.user.department"),
+        ("Description", "target.user.role_description"),
+        ("Display Name", "target.user.user_display_name"),
+        ("Email Address", "target.user.email_addresses"),
+        ("First Name", "target.user.first_name"),
+        ("Job Title", "target.user.title"),
+        ("Last Name", "target.user.last_name"),
+        ("Location", "target.location.name"),
+        ("operation_detail", "metadata.description"),
+        ("operator", "principal.user.email_addresses"),
+        ("operator", "principal.user.userid"),
+        ("Room Name", "target.user.attribute.labels.value"),
+        ("Role Name", "target.user.attribute.roles.name"),
+        ("time", "metadata.event_timestamp.seconds"),
+        ("Type", "target.user.attribute.labels.value"),
+        ("User Role", "target.user.attribute.roles.name"),
+        ("User Type", "target.user.attribute.labels.value"),
+        ("ZOOM_OPERATION_LOGS", "metadata.log_type"),
+        ("ZOOM", "metadata.vendor_name"),
+        ("ZOOM_OPERATION_LOGS", "metadata.product_name"),
+        ("operator, email, email2", "metadata.event_type"),
+        ("json_data", "about.user.attribute.labels.value"),
+        ("json_data", "about.user.userid"),
+        ("json_data", "target.user.attribute.labels.value"),
+        ("json_data", "target.user.userid"),
+        ("email", "target.user.email_addresses"),
+        ("email2", "target.user.email_addresses"),
+        ("role", "target.user.attribute.roles.name"),
+    ]
+    assert all(isinstance(row.rule, Rule) for row in UDM_MAPPING)
+
+
+def test_target_fields() -> None:
+    assert TARGET_FIELDS == (
+        "target.user.department",
+        "target.user.roleDescription",
+        "target.user.userDisplayName",
+        "target.user.emailAddresses",
+        "target.user.firstName",
+        "target.user.title",
+        "target.user.lastName",
+        "target.user.attribute.labels",
+        "target.user.attribute.roles",
+        "target.user.userid",
+        "target.location.name",
+        "about",
+    )
+
+
+def test_coverage() -> None:
+    event, _ = to_udm_event(
+        {
+            "operation_detail": "Update User a@example.com  - Location: Paris - User Role: Admin - "
+            "json_data: "
+            '[{"userId": "u1"}, {"userId": "u2"}]'
+        },
+        log_id=LOG_ID,
+        fallback_time=FALLBACK,
+    )
+    assert coverage(event) == (
+        "target.user.emailAddresses",
+        "target.user.attribute.roles",
+        "target.user.userid",
+        "target.location.name",
+        "about",
+    )
+    assert coverage({"metadata": {}}) == ()
+
+
+# ---- product_log_id ------------------------------------------------------------------------------------
+
+LINE = b'{"time":"2026-11-14T01:01:11Z"}'
+
+
+def test_product_log_id_is_sha256_of_line_and_occurrence() -> None:
+    assert product_log_id(LINE, 0) == "65604b503d8ae94d4ef027cedef0fc0a"
+    assert product_log_id(LINE, 1) == "c1b6bd73b1d9770daaefa8537bc35140"
+    assert product_log_id(LINE, 7) == hashlib.sha256(LINE + b"\x00" + b"7").hexdigest()[:32]
+
+
+def test_product_log_id_ignores_the_line_break() -> None:
+    assert product_log_id(LINE + b"\n", 0) == product_log_id(LINE + b"\r\n", 0) == product_log_id(LINE, 0)
+
+
+def test_identical_twins_get_distinct_ids() -> None:
+    ids = [product_log_id(LINE, n) for n in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+
+
+def test_product_log_id_is_stable_across_processes() -> None:
+    code = "from zoom_pipeline.udm import product_log_id; print(product_log_id(b'{\"a\": 1}', 3))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("0", "1", "12345")
+    }
+    assert outputs == {product_log_id(b'{"a": 1}', 3)}
+
+
+# ---- properties over random and garbage input ----------------------------------------------------------
+
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
+FRAGMENTS = (
+    "Update User ", "Change Role", "  - ", " - ", ": ", ":", "from ", " to ", "set to", "set to ", "@",
+    ".", "homer@simpson.io", "a@b.co", "Job Title", "job title", "Department", "User Type", "Type",
+    "Role Name", "User Role", "Email Address", "Location", "json_data: ", "json_data:", "[", "]", "{", "}",
+    '"userId"', '"assistant"', '"options"', ",", '"', "\\", "\n", "\r", "\t", "\x00", " ", "é", "日本",
+    "🚀", "\ud800", "\u202e", "(PMI)", "-", "03/02/2023", "On", "Off", "x" * 300,
+)  # fmt: skip
+
+
+def _random_detail(rng: random.Random) -> str:
+    if rng.random() < 0.1:
+        head = rng.choice(("Update Assistant  - json_data: ", "X  - a: b - json_data: "))
+        elements = [
+            {"userId": rng.choice(["u1", 7, None, "", [1]]), "assistant": rng.choice(["a@b.co", None, {}])}
+            for _ in range(rng.randint(0, 4))
+        ]
+        return head + orjson.dumps(elements).decode() + rng.choice(("", " - Type: x", " trailing", "]"))
+    return "".join(rng.choice(FRAGMENTS) for _ in range(rng.randint(0, 40)))
+
+
+def _random_value(rng: random.Random, depth: int = 0) -> object:
+    kind = rng.randrange(9 if depth < 2 else 6)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.randint(-(2**70), 2**70)
+    if kind == 2:
+        return rng.random() * 1e30
+    if kind == 3:
+        return rng.random() < 0.5
+    if kind in (4, 5):
+        return _random_detail(rng)
+    if kind == 6:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    if kind == 7:
+        return {str(rng.random()): _random_value(rng, depth + 1) for _ in range(rng.randint(0, 3))}
+    return rng.choice(
+        ["2026-11-14T01:01:11Z", "2026-11-14T25:00:00Z", "0001-01-01T00:00:00+01:00",
+         "9999-12-31T23:59:59-01:00", "2026-11-14t01:01:11z", "", " ", "2026-11-14", "\ud800"]
+    )  # fmt: skip
+
+
+def _random_record(rng: random.Random) -> object:
+    if rng.random() < 0.05:
+        return _random_value(rng)
+    keys = ("time", "operator", "action", "category_type", "operation_detail", "other")
+    return {key: _random_value(rng) for key in keys if rng.random() < 0.85}
+
+
+def _assert_no_empty_values(node: object, path: str = "") -> None:
+    assert node not in ("", [], {}), f"empty value at {path}"
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _assert_no_empty_values(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            _assert_no_empty_values(value, f"{path}[{index}]")
+
+
+def test_fuzz_one_valid_event_per_record_and_never_raises() -> None:
+    rng = random.Random(20261114)
+    records = [_random_record(rng) for _ in range(3000)]
+    results = [to_udm_event(r, log_id=LOG_ID, fallback_time=FALLBACK) for r in records]
+    assert len(results) == len(records)
+    for event, problems in results:
+        orjson.dumps(event)  # serialisable: no lone surrogates, no odd types
+        _assert_no_empty_values(event)
+        metadata = event["metadata"]
+        assert metadata["productLogId"] == LOG_ID
+        assert (metadata["vendorName"], metadata["productName"], metadata["logType"]) == (
+            "ZOOM",
+            "ZOOM_OPERATION_LOGS",
+            "ZOOM_OPERATION_LOGS",
+        )
+        assert metadata["eventType"] in ("USER_UNCATEGORIZED", "GENERIC_EVENT")
+        assert RFC3339.fullmatch(metadata["eventTimestamp"])
+        assert set(event) <= {"metadata", "principal", "target", "about", "additional"}
+        assert set(problems) <= set(PROBLEMS) and len(set(problems)) == len(problems)
+        assert set(coverage(event)) <= set(TARGET_FIELDS)
+
+
+def test_fuzz_parse_operation_detail_never_raises() -> None:
+    rng = random.Random(7)
+    for _ in range(3000):
+        parsed = parse_operation_detail(_random_detail(rng))
+        assert isinstance(parsed, ParsedDetail)
+    for hostile in (
+        "X  - json_data: " + "[" * 100_000,
+        "X  - " + " - " * 5000 + "Key: v",
+        "a" * 20_000 + "@" + "b" * 20_000,
+        "X  - " + "k: v - " * 3000,
+    ):
+        parse_operation_detail(hostile)
+
+
+def test_fallback_time_with_offset_or_naive_is_written_in_utc() -> None:
+    plus_two = datetime(2026, 11, 14, 2, 0, tzinfo=timezone(timedelta(hours=2)))
+    event, _ = to_udm_event({}, log_id=LOG_ID, fallback_time=plus_two)
+    assert event["metadata"]["eventTimestamp"] == "2026-11-14T00:00:00Z"
+    event, _ = to_udm_event({}, log_id=LOG_ID, fallback_time=datetime(2026, 11, 14))
+    assert event["metadata"]["eventTimestamp"] == "2026-11-14T00:00:00Z"
+
+
+def test_same_record_same_event() -> None:
+    record = {"time": "2026-11-14T01:01:11Z", "operation_detail": "Change Role  - a@b.co: from A to B"}
+    first = to_udm_event(record, log_id=LOG_ID, fallback_time=FALLBACK)
+    assert to_udm_event(dict(record), log_id=LOG_ID, fallback_time=FALLBACK) == first

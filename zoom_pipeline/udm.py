@@ -1,0 +1,532 @@
+"""Zoom operation-log records → Google SecOps UDM events (Chronicle API JSON form).
+
+Pure functions, no I/O. `UDM_MAPPING` is Google's ZOOM_OPERATION_LOGS mapping table (the seed guide's
+"UDM 매핑 테이블", notes §6.1): same rows, same order, the UDM column as Google publishes it (snake_case).
+The output uses the proto3 JSON names of those fields (camelCase); RFC 3339 strings for timestamps.
+
+Choices where Google's table is unconfirmed (notes §6.2), following the issue text:
+- `from A to B` maps B (split at the first " to "); `set to X` maps X; an empty new value maps nothing.
+- `email` is the first e-mail anywhere in the head; `email2` the first e-mail after the head, in a pair's
+  key, a bare value or a pair's new value (never an old value, never json_data); `role` is the new value
+  of the first pair keyed by an e-mail under a `Change Role` head.
+- The additional key is `category_type`; label keys are the table's source keys (`Room Name`, `Type`,
+  `User Type`) and `assistant` / `options` for json_data.
+- A scalar key given twice keeps the last value; repeated fields keep every value in order. Keys inside
+  `target` follow the order in which the table first names their field.
+- Target e-mails are email, email2, then `Email Address` values, de-duplicated case-insensitively.
+- Google's rule "use the `event_type` field when not empty" is not applied: Zoom records have no such field.
+- A time without an offset is read as UTC; one that does not parse falls back to `fallback_time`.
+- A json_data that is not a JSON array is invalid; a non-object element maps nothing but keeps its place.
+- Non-string values become strings (JSON text for dict, list and bool; `str()` otherwise); lone
+  surrogates become "?" so that the event always serialises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+import orjson
+
+__all__ = [
+    "PROBLEMS",
+    "TARGET_FIELDS",
+    "UDM_MAPPING",
+    "MappingRow",
+    "ParsedDetail",
+    "Rule",
+    "coverage",
+    "parse_operation_detail",
+    "product_log_id",
+    "to_udm_event",
+]
+
+
+class Rule(StrEnum):
+    """How a row of `UDM_MAPPING` fills its UDM field; the text is the row's "logic" column."""
+
+    CONSTANT = "the value in the log-field column is assigned"
+    COPY = "the raw field, as a string; omitted when empty"
+    FIELD_NAME = "the log field's own name"
+    TIME = "RFC 3339; missing or unparseable -> fallback_time (the partition day's start), counted"
+    IF_EMAIL = "when the whole value is an e-mail address"
+    IF_NOT_EMAIL = "when the value is not an e-mail address"
+    EVENT_TYPE = "USER_UNCATEGORIZED if operator, email or email2 is present, else GENERIC_EVENT"
+    DETAIL = "new value of the pair 'Key: value' in operation_detail (key case-insensitive)"
+    JSON_FIRST = "json_data[0]: userId -> userid; assistant, options -> labels"
+    JSON_REST = "json_data[1:]: userId -> userid; assistant, options -> labels; one about entry each"
+    EXTRACTED = "extracted from operation_detail by parse_operation_detail"
+
+
+class MappingRow(NamedTuple):
+    source: str
+    udm: str
+    rule: Rule
+
+
+_R = MappingRow
+# The rows of the seed's table, in its order; its "–" rows carry their constant in the first column.
+UDM_MAPPING: tuple[MappingRow, ...] = (
+    # Log field                    UDM field (as Google publishes it)          Rule
+    _R("action",                   "metadata.product_event_type",              Rule.COPY),
+    _R("category_type",            "additional.fields.key",                    Rule.FIELD_NAME),
+    _R("category_type",            "additional.fields.value.string_value",     Rule.COPY),
+    _R("Department",               "target.user.department",                   Rule.DETAIL),
+    _R("Description",              "target.user.role_description",             Rule.DETAIL),
+    _R("Display Name",             "target.user.user_display_name",            Rule.DETAIL),
+    _R("Email Address",            "target.user.email_addresses",              Rule.DETAIL),
+    _R("First Name",               "target.user.first_name",                   Rule.DETAIL),
+    _R("Job Title",                "target.user.title",                        Rule.DETAIL),
+    _R("Last Name",                "target.user.last_name",                    Rule.DETAIL),
+    _R("Location",                 "target.location.name",                     Rule.DETAIL),
+    _R("operation_detail",         "metadata.description",                     Rule.COPY),
+    _R("operator",                 "principal.user.email_addresses",           Rule.IF_EMAIL),
+    _R("operator",                 "principal.user.userid",                    Rule.IF_NOT_EMAIL),
+    _R("Room Name",                "target.user.attribute.labels.value",       Rule.DETAIL),
+    _R("Role Name",                "target.user.attribute.roles.name",         Rule.DETAIL),
+    _R("time",                     "metadata.event_timestamp.seconds",         Rule.TIME),
+    _R("Type",                     "target.user.attribute.labels.value",       Rule.DETAIL),
+    _R("User Role",                "target.user.attribute.roles.name",         Rule.DETAIL),
+    _R("User Type",                "target.user.attribute.labels.value",       Rule.DETAIL),
+    _R("ZOOM_OPERATION_LOGS",      "metadata.log_type",                        Rule.CONSTANT),
+    _R("ZOOM",                     "metadata.vendor_name",                     Rule.CONSTANT),
+    _R("ZOOM_OPERATION_LOGS",      "metadata.product_name",                    Rule.CONSTANT),
+    _R("operator, email, email2",  "metadata.event_type",                      Rule.EVENT_TYPE),
+    _R("json_data",                "about.user.attribute.labels.value",        Rule.JSON_REST),
+    _R("json_data",                "about.user.userid",                        Rule.JSON_REST),
+    _R("json_data",                "target.user.attribute.labels.value",       Rule.JSON_FIRST),
+    _R("json_data",                "target.user.userid",                       Rule.JSON_FIRST),
+    _R("email",                    "target.user.email_addresses",              Rule.EXTRACTED),
+    _R("email2",                   "target.user.email_addresses",              Rule.EXTRACTED),
+    _R("role",                     "target.user.attribute.roles.name",         Rule.EXTRACTED),
+)  # fmt: skip
+del _R
+
+# Problem tags returned by to_udm_event, stable for counting.
+NOT_AN_OBJECT = "not_an_object"
+TIME_MISSING = "time_missing"
+TIME_UNPARSEABLE = "time_unparseable"
+NON_STRING_VALUE = "non_string_value"
+JSON_DATA_INVALID = "json_data_invalid"
+INVALID_UNICODE = "invalid_unicode"
+PROBLEMS = (
+    NOT_AN_OBJECT,
+    TIME_MISSING,
+    TIME_UNPARSEABLE,
+    NON_STRING_VALUE,
+    JSON_DATA_INVALID,
+    INVALID_UNICODE,
+)
+
+_JSON_LABEL_KEYS = ("assistant", "options")
+# Proto knowledge the table leaves implicit: which UDM fields are repeated.
+_REPEATED_SCALARS = frozenset({"emailAddresses", "department"})
+_REPEATED_MESSAGES = frozenset({"labels", "roles"})
+
+
+# ---- Table-derived lookups (built once at import) ------------------------------------------------------
+
+
+def _camel(path: str) -> str:
+    return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), path)
+
+
+def _target_slot(udm: str) -> tuple[tuple[str, ...], str | None]:
+    """`target.user.attribute.roles.name` → ((user, attribute, roles), "name"): where a value goes."""
+    parts = _camel(udm).split(".")[1:]
+    for i, part in enumerate(parts):
+        if part in _REPEATED_MESSAGES:
+            return tuple(parts[: i + 1]), parts[i + 1]
+    return tuple(parts), None
+
+
+def _constant(udm: str) -> str:
+    return next(r.source for r in UDM_MAPPING if r.udm == udm and r.rule is Rule.CONSTANT)
+
+
+_VENDOR = _constant("metadata.vendor_name")
+_PRODUCT = _constant("metadata.product_name")
+_LOG_TYPE = _constant("metadata.log_type")
+_ADDITIONAL_KEY = next(r.source for r in UDM_MAPPING if r.rule is Rule.FIELD_NAME)
+
+_SCALAR, _LIST, _OBJECTS = 0, 1, 2
+
+
+def _detail_rules() -> dict[str, tuple[int, tuple[str, ...], str | None, str]]:
+    """lower-cased detail key → (kind, target slot, element key, label key), from the DETAIL rows."""
+    rules = {}
+    for row in UDM_MAPPING:
+        if row.rule is Rule.DETAIL:
+            slot, element_key = _target_slot(row.udm)
+            kind = _OBJECTS if element_key else _LIST if slot[-1] in _REPEATED_SCALARS else _SCALAR
+            rules[row.source.lower()] = (kind, slot, element_key, row.source)
+    return rules
+
+
+_DETAIL_RULES = _detail_rules()
+
+_EMAILS_SLOT = ("user", "emailAddresses")
+_ROLES_SLOT = ("user", "attribute", "roles")
+_LABELS_SLOT = ("user", "attribute", "labels")
+_USERID_SLOT = ("user", "userid")
+
+
+def _ordered_target_slots() -> tuple[tuple[str, ...], ...]:
+    """Every target slot, grouped by parent, each group in the order the table first names it."""
+    first_seen: dict[tuple[str, ...], int] = {}
+    for row in UDM_MAPPING:
+        if row.udm.startswith("target."):
+            slot = _target_slot(row.udm)[0]
+            for depth in range(1, len(slot) + 1):
+                first_seen.setdefault(slot[:depth], len(first_seen))
+    slots = [s for s in first_seen if not any(o[: len(s)] == s and o != s for o in first_seen)]
+    return tuple(sorted(slots, key=lambda s: tuple(first_seen[s[: d + 1]] for d in range(len(s)))))
+
+
+_TARGET_SLOTS = _ordered_target_slots()
+assert {_EMAILS_SLOT, _ROLES_SLOT, _LABELS_SLOT, _USERID_SLOT} <= set(_TARGET_SLOTS)
+
+TARGET_FIELDS: tuple[str, ...] = tuple("target." + ".".join(s) for s in _TARGET_SLOTS) + ("about",)
+_COVERAGE_PATHS = tuple((name, tuple(name.split("."))) for name in TARGET_FIELDS)
+
+
+# ---- operation_detail parsing --------------------------------------------------------------------------
+
+_EMAIL_PATTERN = r"[\w.!#$%&'*+/=?^{|}~-]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}[^\W\d_]{2,63}"
+_EMAIL = re.compile(_EMAIL_PATTERN)
+_WHOLE_EMAIL = re.compile(_EMAIL_PATTERN + r"\Z")
+_HEAD_SEPARATOR = "  - "
+# " - " separates pairs only when a "Key: " follows, and a key holds no " - " and no ":".
+_KEY = r"(?:(?! - )[^:]){1,120}"
+_PAIR_SEPARATOR = re.compile(r" - (?=" + _KEY + r":(?:\s|\Z))")
+_PAIR = re.compile(r"(" + _KEY + r"):(?:\s|\Z)(.*)", re.DOTALL)
+_JSON_DATA = re.compile(r"(?:\A| - )json_data:\s*", re.IGNORECASE)
+_JSON_DECODER = json.JSONDecoder()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDetail:
+    """`operation_detail` split into its head and its `Key: value` pairs (values reduced to the new one)."""
+
+    head: str
+    email: str | None = None
+    email2: str | None = None
+    role: str | None = None
+    pairs: list[tuple[str, str]] = field(default_factory=list)
+    bare: list[str] = field(default_factory=list)
+    json_data: list[Any] | None = None
+    problems: tuple[str, ...] = ()
+
+
+def _new_value(value: str) -> str:
+    if value.startswith("set to") and (len(value) == 6 or value[6].isspace()):
+        return value[6:].strip()
+    if value.startswith("from "):
+        to = value.find(" to ", 4)
+        if to >= 0:
+            return value[to + 4 :].strip()
+        if value.endswith(" to"):
+            return ""
+    return value.strip()
+
+
+def _first_email(text: str) -> str | None:
+    if "@" not in text:
+        return None
+    m = _EMAIL.search(text)
+    return m.group() if m else None
+
+
+def _segments(rest: str) -> tuple[list[str], list[Any] | None, tuple[str, ...]]:
+    """Split what follows the head into segments; a json_data value is cut out whole."""
+    m = _JSON_DATA.search(rest) if "json_data" in rest.lower() else None
+    if m is None:
+        return _PAIR_SEPARATOR.split(rest), None, ()
+    try:
+        data, end = _JSON_DECODER.raw_decode(rest, m.end())
+    except (ValueError, RecursionError):
+        return _PAIR_SEPARATOR.split(rest), None, (JSON_DATA_INVALID,)
+    if not isinstance(data, list):
+        return _PAIR_SEPARATOR.split(rest), None, (JSON_DATA_INVALID,)
+    before, after = rest[: m.start()], rest[end:].lstrip()
+    segments = _PAIR_SEPARATOR.split(before) if before else []
+    if after:
+        segments.extend(_PAIR_SEPARATOR.split(after[2:] if after.startswith("- ") else after))
+    return segments, data, ()
+
+
+def parse_operation_detail(detail: str) -> ParsedDetail:
+    """Parse `<head>  - <Key>: <value> - <Key>: <value>…` (notes §5); never raises."""
+    cut = detail.find(_HEAD_SEPARATOR)
+    if cut < 0:
+        head = detail.strip()
+        return ParsedDetail(head=head, email=_first_email(head))
+    head = detail[:cut].strip()
+    segments, json_data, problems = _segments(detail[cut + len(_HEAD_SEPARATOR) :])
+    changes_role = head.lower().startswith("change role")
+    email2 = role = None
+    pairs: list[tuple[str, str]] = []
+    bare: list[str] = []
+    for segment in segments:
+        m = _PAIR.match(segment)
+        key = m.group(1).strip() if m else ""
+        if not key:
+            text = segment.strip()
+            if text:
+                bare.append(text)
+                if email2 is None:
+                    email2 = _first_email(text)
+            continue
+        if key.lower() == "json_data":  # only an invalid one reaches here; it maps nothing
+            continue
+        new = _new_value(m.group(2))
+        pairs.append((key, new))
+        if email2 is None:
+            key_email = _first_email(key)
+            email2 = key_email or _first_email(new)
+            if key_email and changes_role and new:
+                role = new
+    return ParsedDetail(head, _first_email(head), email2, role, pairs, bare, json_data, problems)
+
+
+# ---- Values --------------------------------------------------------------------------------------------
+
+
+def _valid_unicode(text: str, problems: list[str]) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        problems.append(INVALID_UNICODE)
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _json_text(value: object) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
+        return str(value)
+    except Exception:  # a hostile __str__ or a recursion limit must not lose the record
+        return f"<{type(value).__name__}>"
+
+
+def _as_text(value: object, problems: list[str]) -> str:
+    """A value as a string ("" for null); JSON text for dict, list and bool, `str()` for other scalars."""
+    if type(value) is not str:
+        if value is None:
+            return ""
+        value = _json_text(value) if isinstance(value, dict | list | tuple | bool) else _str(value)
+    return value if value.isascii() else _valid_unicode(value, problems)
+
+
+def _str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _field(record: dict[Any, Any], key: str, problems: list[str]) -> str:
+    value = record.get(key)
+    if type(value) is str:
+        return value if value.isascii() else _valid_unicode(value, problems)
+    if value is not None:
+        problems.append(NON_STRING_VALUE)
+    return _as_text(value, problems)
+
+
+# ---- Time ----------------------------------------------------------------------------------------------
+
+_ZOOM_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_ISO_TIME = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _rfc3339(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    text = (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+    )
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _timestamp(record: dict[Any, Any], fallback_time: datetime, problems: list[str]) -> str:
+    raw = record.get("time")
+    if type(raw) is str and _ZOOM_TIME.fullmatch(raw):
+        try:
+            datetime.fromisoformat(raw)
+            return raw
+        except ValueError:
+            pass
+    text = _field(record, "time", problems).strip()
+    if not text:
+        problems.append(TIME_MISSING)
+        return _rfc3339(fallback_time)
+    if _ISO_TIME.match(text):
+        try:
+            return _rfc3339(datetime.fromisoformat(text.upper()))
+        except (ValueError, OverflowError):
+            pass
+    problems.append(TIME_UNPARSEABLE)
+    return _rfc3339(fallback_time)
+
+
+# ---- Events --------------------------------------------------------------------------------------------
+
+
+def _dedupe_emails(emails: list[str]) -> list[str]:
+    seen: set[str] = set()
+    kept = []
+    for email in emails:
+        folded = email.casefold()
+        if folded not in seen:
+            seen.add(folded)
+            kept.append(email)
+    return kept
+
+
+def _json_user(element: dict[Any, Any], problems: list[str]) -> tuple[str, list[dict[str, str]]]:
+    userid = _as_text(element.get("userId"), problems)
+    labels = []
+    for key in _JSON_LABEL_KEYS:
+        value = _as_text(element.get(key), problems)
+        if value:
+            labels.append({"key": key, "value": value})
+    return userid, labels
+
+
+def _metadata(log_id: str, timestamp: str, event_type: str) -> dict[str, Any]:
+    return {
+        "productLogId": log_id,
+        "eventTimestamp": timestamp,
+        "eventType": event_type,
+        "vendorName": _VENDOR,
+        "productName": _PRODUCT,
+        "logType": _LOG_TYPE,
+    }
+
+
+def _not_an_object(record: object, log_id: str, fallback_time: datetime) -> tuple[dict, tuple[str, ...]]:
+    problems = [NOT_AN_OBJECT, TIME_MISSING]
+    metadata = _metadata(log_id, _rfc3339(fallback_time), "GENERIC_EVENT")
+    description = _as_text(_json_text(record), problems)
+    if description:
+        metadata["description"] = description
+    return {"metadata": metadata}, tuple(dict.fromkeys(problems))
+
+
+def to_udm_event(record: object, *, log_id: str, fallback_time: datetime) -> tuple[dict, tuple[str, ...]]:
+    """One raw operation-log record → (one UDM event, problem tags). Never raises, never drops."""
+    if not isinstance(record, dict):
+        return _not_an_object(record, log_id, fallback_time)
+    problems: list[str] = []
+    timestamp = _timestamp(record, fallback_time, problems)
+    operator = _field(record, "operator", problems).strip()
+    action = _field(record, "action", problems)
+    category = _field(record, "category_type", problems)
+    detail = _field(record, "operation_detail", problems)
+
+    slots: dict[tuple[str, ...], Any] = {}
+    about: list[dict[str, Any]] = []
+    email = email2 = None
+    if detail:
+        parsed = parse_operation_detail(detail)
+        problems.extend(parsed.problems)
+        email, email2 = parsed.email, parsed.email2
+        emails = [e for e in (email, email2) if e]
+        if parsed.role:
+            slots[_ROLES_SLOT] = [{"name": parsed.role}]
+        for key, new in parsed.pairs:
+            rule = _DETAIL_RULES.get(key.lower())
+            if rule is None or not new:
+                continue
+            kind, slot, element_key, source = rule
+            if kind == _SCALAR:
+                slots[slot] = new
+            elif slot == _EMAILS_SLOT:
+                emails.append(new)
+            elif kind == _LIST:
+                slots.setdefault(slot, []).append(new)
+            elif slot == _LABELS_SLOT:
+                slots.setdefault(slot, []).append({"key": source, element_key: new})
+            else:
+                slots.setdefault(slot, []).append({element_key: new})
+        if emails:
+            slots[_EMAILS_SLOT] = _dedupe_emails(emails) if len(emails) > 1 else emails
+        if parsed.json_data:
+            for index, element in enumerate(parsed.json_data):
+                if not isinstance(element, dict):
+                    problems.append(JSON_DATA_INVALID)
+                    continue
+                userid, labels = _json_user(element, problems)
+                if index == 0:
+                    if userid:
+                        slots[_USERID_SLOT] = userid
+                    if labels:
+                        slots.setdefault(_LABELS_SLOT, []).extend(labels)
+                    continue
+                user: dict[str, Any] = {"userid": userid} if userid else {}
+                if labels:
+                    user["attribute"] = {"labels": labels}
+                if user:
+                    about.append({"user": user})
+
+    event_type = "USER_UNCATEGORIZED" if operator or email or email2 else "GENERIC_EVENT"
+    metadata = _metadata(log_id, timestamp, event_type)
+    if action:
+        metadata["productEventType"] = action
+    if detail:
+        metadata["description"] = detail
+    event: dict[str, Any] = {"metadata": metadata}
+    if operator:
+        is_email = "@" in operator and _WHOLE_EMAIL.match(operator)
+        event["principal"] = {"user": {"emailAddresses": [operator]} if is_email else {"userid": operator}}
+    if slots:
+        target: dict[str, Any] = {}
+        for slot in _TARGET_SLOTS:
+            value = slots.get(slot)
+            if value is not None:
+                node = target
+                for part in slot[:-1]:
+                    node = node.setdefault(part, {})
+                node[slot[-1]] = value
+        event["target"] = target
+    if about:
+        event["about"] = about
+    if category:
+        event["additional"] = {_ADDITIONAL_KEY: category}
+    return event, tuple(dict.fromkeys(problems)) if problems else ()
+
+
+def product_log_id(raw_line: bytes, occurrence: int) -> str:
+    """Stable id of the `occurrence`-th (0-based) copy of an identical NDJSON line within a day.
+
+    A trailing line break is not part of the line, so the id is the same with or without it.
+    """
+    line = raw_line.rstrip(b"\r\n")
+    return hashlib.sha256(line + b"\x00" + str(occurrence).encode()).hexdigest()[:32]
+
+
+def coverage(event: dict) -> tuple[str, ...]:
+    """The `TARGET_FIELDS` that `event` populates."""
+    covered = []
+    for name, path in _COVERAGE_PATHS:
+        node: Any = event
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if node:
+            covered.append(name)
+    return tuple(covered)

@@ -77,7 +77,8 @@ def zoom_operation_logs_udm(context: dg.AssetExecutionContext, raw: StoredDay) -
     Gzipped NDJSON of bare UDM events (Chronicle API JSON) under `{UDM_S3_PREFIX}YYYY/MM/DD/`, one part
     per raw part with the same name, so re-runs add nothing and lineage stays one-to-one.
     """
-    day_start = datetime.combine(validate_day(context.partition_key, today=date.max), datetime.min.time(), UTC)
+    # Normalizing needs no Zoom call, so stored days older than Zoom's window can still be mapped.
+    day_start = datetime.combine(date.fromisoformat(context.partition_key), datetime.min.time(), UTC)
     return dg.Output(UdmOutput(raw=raw, transform=udm_line_transform(day_start)))
 
 

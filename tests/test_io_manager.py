@@ -202,3 +202,39 @@ def test_local_directory_default_has_the_same_layout(sim, zoom_env, tmp_path):
     assert output_metadata(result)["objects_written"] == [path.as_uri()]
     assert materialize(day, resources(zoom_env, local_dir=str(tmp_path))).success
     assert len(list(path.parent.iterdir())) == 1
+
+
+@pytest.mark.parametrize("k", [0, 1, 299, 300, 301, 700])
+def test_refresh_after_k_new_records_costs_at_most_ceil_k_over_page_size_plus_one_calls(sim, zoom_env, bucket, s3, k):
+    day = days_ago(0)
+    sim.set_day(day, sim.make_records(day, 2000, seed=20, start_time="09:00:00"))
+    res = resources(zoom_env, bucket=bucket)
+    assert materialize(day, res).success
+    new = sim.make_records(day, k, seed=21, start_time="18:00:00")
+    sim.add_records(day, new)
+    sim.reset_stats()
+    result = materialize(day, res)
+    meta = output_metadata(result)
+    bound = -(-k // 300) + 1
+    assert sim.stats()["report_calls"] == meta["api_calls"] <= bound
+    assert meta["records_written"] == k
+    stored = records_of(s3_day(s3, bucket, day))
+    assert max(stored.values()) == 1
+    assert set(stored) == set(canonical(api_listing(sim, zoom_env, day)))
+
+
+def test_refresh_with_events_arriving_during_the_pass_stays_cheap_and_exact(sim, zoom_env, bucket, s3):
+    day = days_ago(0)
+    sim.set_day(day, sim.make_records(day, 2000, seed=30, start_time="09:00:00"))
+    res = resources(zoom_env, bucket=bucket)
+    assert materialize(day, res).success
+    sim.add_records(day, sim.make_records(day, 500, seed=31, start_time="15:00:00"))
+    sim.reset_stats()
+    sim.on_report_call(1, day, sim.make_records(day, 120, seed=32, start_time="16:00:00"))
+    result = materialize(day, res)
+    assert sim.stats()["report_calls"] <= -(-(500 + 120) // 300) + 1
+    assert output_metadata(result)["shifted_repeats_skipped"] == 120
+    assert materialize(day, res).success  # the next refresh picks up the 120 that arrived mid-pass
+    stored = records_of(s3_day(s3, bucket, day))
+    assert max(stored.values()) == 1
+    assert set(stored) == set(canonical(api_listing(sim, zoom_env, day)))

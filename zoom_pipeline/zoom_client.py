@@ -21,6 +21,7 @@ from zoom_pipeline.constants import (
 )
 
 RECORDS_KEY = "operation_logs"
+MAX_RETRY_AFTER_SECONDS = 300.0
 
 
 class ZoomError(Exception):
@@ -120,10 +121,13 @@ class ZoomClient(dg.ConfigurableResource):
             self._session.headers["Accept"] = "application/json"
         return self._session
 
-    def _sleep_backoff(self, attempt: int, hint: float | None = None) -> None:
-        delay = hint if hint is not None else self.backoff_base_seconds * (2**attempt)
-        delay = min(delay, self.backoff_max_seconds)
-        time.sleep(delay * random.uniform(0.5, 1.5) if hint is None else delay)
+    def _sleep_backoff(self, attempt: int, retry_after: float | None = None) -> None:
+        """Exponential backoff with jitter, or exactly what the server's Retry-After asked for."""
+        if retry_after is not None:
+            time.sleep(min(retry_after, MAX_RETRY_AFTER_SECONDS))
+            return
+        delay = min(self.backoff_base_seconds * (2**attempt), self.backoff_max_seconds)
+        time.sleep(delay * random.uniform(0.5, 1.5))
 
     # ---- OAuth ---------------------------------------------------------------------------
     def authenticate(self, *, force: bool = False) -> str:

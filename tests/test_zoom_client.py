@@ -1,0 +1,96 @@
+"""The Zoom client against the simulator over real HTTP: OAuth, paging, retries, limits, early stop."""
+
+import time
+
+import pytest
+
+from tests.helpers import days_ago, zoom_client
+from zoom_pipeline.simulator import ZoomSimulator
+from zoom_pipeline.zoom_client import RESTART, ZoomDailyLimitError, ZoomError
+
+
+def records(day_pass, **kw) -> list[dict]:
+    return [r for page in day_pass.pages(**kw) if page is not RESTART for r in page]
+
+
+@pytest.mark.parametrize("style", ["empty", "null", "missing"])
+def test_every_end_of_paging_style_processes_the_last_page(style):
+    with ZoomSimulator(last_token_style=style) as sim:
+        env = {"ZOOM_ACCOUNT_ID": sim.account_id, "ZOOM_CLIENT_ID": sim.client_id,
+               "ZOOM_CLIENT_SECRET": sim.client_secret, "ZOOM_API_BASE_URL": sim.base_url,
+               "ZOOM_OAUTH_TOKEN_URL": sim.token_url}
+        day = days_ago(1)
+        sim.generate_day(day, 601)
+        day_pass = zoom_client(env).day_pass(day)
+        assert len(records(day_pass)) == 601
+        assert day_pass.stats.pages == 3 and day_pass.stats.api_calls == 3
+        assert day_pass.complete
+
+
+def test_token_is_cached_across_pages_and_reminted_before_expiry(sim, zoom_env):
+    day = days_ago(1)
+    sim.generate_day(day, 3000)
+    client = zoom_client(zoom_env)
+    assert len(records(client.day_pass(day))) == 3000
+    assert sim.stats()["token_calls"] == 1
+    sim.configure(token_ttl=1)
+    client.authenticate(force=True)
+    time.sleep(1.1)  # a 1 s token is renewed at 90 % of its life, never used expired
+    assert len(records(client.day_pass(day))) == 3000
+    assert sim.stats()["status_counts"].get("401", 0) == 0
+
+
+def test_page_size_is_sent(sim, zoom_env):
+    day = days_ago(1)
+    sim.generate_day(day, 100)
+    day_pass = zoom_client(zoom_env, page_size=30).day_pass(day)
+    assert len(records(day_pass)) == 100 and day_pass.stats.api_calls == 4
+
+
+def test_retry_after_seconds_is_honoured(sim, zoom_env):
+    day = days_ago(1)
+    sim.generate_day(day, 10)
+    sim.inject("rate_limit_qps", times=1, retry_after=1)
+    started = time.monotonic()
+    assert len(records(zoom_client(zoom_env).day_pass(day))) == 10
+    assert time.monotonic() - started >= 1.0
+
+
+def test_daily_limit_carries_the_reset_time(sim, zoom_env):
+    day = days_ago(1)
+    sim.generate_day(day, 10)
+    sim.inject("rate_limit_daily", times=1)
+    with pytest.raises(ZoomDailyLimitError) as err:
+        records(zoom_client(zoom_env).day_pass(day))
+    assert err.value.reset_at.hour == 0 and err.value.reset_at.minute == 0
+    assert sim.stats()["report_calls"] == 1
+
+
+def test_retention_error_is_one_clear_sentence(sim, zoom_env):
+    with pytest.raises(ZoomError, match="keeps about six months"):
+        records(zoom_client(zoom_env).day_pass(days_ago(200)))
+
+
+@pytest.mark.parametrize("setting, hint", [("client_secret", "ZOOM_CLIENT_SECRET"), ("account_id", "ZOOM_ACCOUNT_ID")])
+def test_credential_errors_name_what_to_check(sim, zoom_env, setting, hint):
+    env = dict(zoom_env)
+    env["ZOOM_CLIENT_SECRET" if setting == "client_secret" else "ZOOM_ACCOUNT_ID"] = "wrong-value-123"
+    with pytest.raises(ZoomError, match=hint) as err:
+        zoom_client(env).authenticate()
+    assert "wrong-value-123" not in str(err.value) or setting == "account_id"
+    assert zoom_env["ZOOM_CLIENT_SECRET"] not in str(err.value)
+
+
+def test_early_stop_makes_no_call_past_the_stop(sim, zoom_env):
+    day = days_ago(0)
+    sim.set_day(day, sim.make_records(day, 3000, seed=1, start_time="10:00:00"))
+    newest_stored = "2026-01-01T00:00:00Z"  # placeholder replaced below
+    listing = records(zoom_client(zoom_env).day_pass(day))
+    newest_stored = listing[0]["time"]
+    sim.add_records(day, sim.make_records(day, 450, seed=2, start_time="20:00:00"))
+    sim.reset_stats()
+    day_pass = zoom_client(zoom_env).day_pass(day)
+    got = records(day_pass, stop_before_time=newest_stored)
+    assert day_pass.stats.stopped_early
+    assert sim.stats()["report_calls"] == 2 == day_pass.stats.api_calls  # ceil(450/300)+1 at most, no prefetch
+    assert len(got) == 600

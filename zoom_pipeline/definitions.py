@@ -7,6 +7,20 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.automation import (
+    DEFAULT_DAILY_SCHEDULE_CRON,
+    build_zoom_daily_schedule,
+    zoom_operation_logs_job,
+    zoom_today_sensor,
+)
+from zoom_pipeline.checks import (
+    build_yesterday_landed_check,
+    build_zoom_freshness_schedule,
+    freshness_deadline_hour,
+    zoom_completeness_job,
+    zoom_day_completeness_check,
+    zoom_freshness_job,
+)
 from zoom_pipeline.constants import (
     DEFAULT_API_BASE_URL,
     DEFAULT_LOCAL_STORE_DIR,
@@ -55,8 +69,19 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict:
 
 
 def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
+    # Schedule times are part of the definitions, so these two are read when they load (no I/O):
+    #   ZOOM_DAILY_SCHEDULE_CRON       when zoom_daily_schedule ticks, UTC (default "15 0 * * *")
+    #   ZOOM_FRESHNESS_DEADLINE_HOUR   hour (UTC) by which yesterday must have landed (default 3)
+    deadline_hour = freshness_deadline_hour(env.get("ZOOM_FRESHNESS_DEADLINE_HOUR"))
     return dg.Definitions(
         assets=[zoom_operation_logs, zoom_operation_logs_udm],
+        asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_day_completeness_check],
+        jobs=[zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job],
+        schedules=[
+            build_zoom_daily_schedule(env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON),
+            build_zoom_freshness_schedule(deadline_hour),
+        ],
+        sensors=[zoom_today_sensor],
         resources=build_resources(env),
         # One partition is one step: running it in the launching process saves a process spawn and
         # ~130 MB per run.

@@ -1,0 +1,208 @@
+"""The checks on zoom_operation_logs: yesterday landed by the deadline, and a stored day still matches Zoom."""
+
+import gzip
+from datetime import UTC, datetime, time, timedelta
+
+import dagster as dg
+import orjson
+import pytest
+
+from tests.helpers import days_ago, materialize, resources, s3_day
+from zoom_pipeline.checks import checked_day, yesterday_freshness
+from zoom_pipeline.definitions import build_defs
+
+RAW = dg.AssetKey("zoom_operation_logs")
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def defs(zoom_env, bucket, monkeypatch):
+    monkeypatch.setenv("S3_BUCKET", bucket)
+    return build_defs()
+
+
+def values(evaluation) -> dict:
+    return {k: v.value for k, v in evaluation.metadata.items()}
+
+
+def run_completeness(defs, instance, day: str):
+    """zoom_completeness_job for one day, as launched with the run tag dagster/partition."""
+    job = defs.resolve_job_def("zoom_completeness_job")
+    result = job.execute_in_process(instance=instance, tags={"dagster/partition": day}, raise_on_error=False)
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def at(day_offset: int, hour: int) -> datetime:
+    return datetime.combine(datetime.now(UTC).date() + timedelta(days=day_offset), time(hour), UTC)
+
+
+# ---- completeness ---------------------------------------------------------------------------------
+
+
+def test_completeness_passes_on_an_exact_day(sim, zoom_env, bucket, s3, defs, instance):
+    day = days_ago(3)
+    sim.generate_day(day, 650, seed=5, twins=3)
+    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance).success
+    sim.reset_stats()
+
+    evaluation = run_completeness(defs, instance, day)
+    meta = values(evaluation)
+    assert evaluation.passed, evaluation.description
+    assert evaluation.partition == day
+    assert meta["compared"] == "with a new listing"
+    assert meta["zoom_records"] == meta["stored_records"] == meta["manifest_records"] == 650
+    assert meta["missing_records"] == meta["surplus_records"] == 0
+    assert meta["parts"] == meta["manifests"] == 1
+    assert meta["api_calls"] == sim.stats()["report_calls"] == 3  # one full listing, nothing written
+    assert len(s3_day(s3, bucket, day)) == 1
+
+
+def gz(lines: list[bytes]) -> bytes:
+    return gzip.compress(b"".join(line + b"\n" for line in lines))
+
+
+def tamper(s3, bucket: str, day: str, how: str) -> None:
+    [key] = s3_day(s3, bucket, day)
+    lines = s3_day(s3, bucket, day)[key][:-1]
+    if how == "extra line in a new part":
+        s3.put_object(Bucket=bucket, Key=key.replace("-000001.", "-000002."), Body=gz(lines[:1]))
+    elif how == "line removed":
+        s3.put_object(Bucket=bucket, Key=key, Body=gz(lines[1:]))
+    elif how == "line altered":
+        record = orjson.loads(lines[0]) | {"operator": "mallory@example.com"}
+        s3.put_object(Bucket=bucket, Key=key, Body=gz([orjson.dumps(record), *lines[1:]]))
+    elif how == "object deleted":
+        s3.delete_object(Bucket=bucket, Key=key)
+
+
+@pytest.mark.parametrize(
+    "how, missing, surplus",
+    [("extra line in a new part", 0, 1), ("line removed", 1, 0), ("line altered", 1, 1), ("object deleted", 40, 0)],
+)
+def test_completeness_fails_on_a_tampered_day(sim, zoom_env, bucket, s3, defs, instance, how, missing, surplus):
+    day = days_ago(4)
+    sim.generate_day(day, 40, seed=6)
+    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance).success
+    tamper(s3, bucket, day, how)
+
+    evaluation = run_completeness(defs, instance, day)
+    meta = values(evaluation)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert (meta["missing_records"], meta["surplus_records"]) == (missing, surplus)
+    assert f"{missing} listed record(s) are not stored and {surplus} stored" in evaluation.description
+
+
+def test_a_part_without_its_manifest_only_warns(sim, zoom_env, bucket, s3, defs, instance):
+    day = days_ago(5)
+    sim.generate_day(day, 30, seed=7)
+    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance).success
+    [manifest] = s3.list_objects_v2(Bucket=bucket, Prefix="zoom/operationlogs-manifests/")["Contents"]
+    s3.delete_object(Bucket=bucket, Key=manifest["Key"])
+
+    evaluation = run_completeness(defs, instance, day)
+    assert not evaluation.passed
+    assert evaluation.severity == dg.AssetCheckSeverity.WARN
+    assert values(evaluation)["parts_without_manifest"] == [f"zoom-operationlogs-{day.replace('-', '')}-000001.json.gz"]
+
+
+def test_late_records_are_missing_until_the_day_is_collected_again(sim, zoom_env, bucket, defs, instance):
+    day = days_ago(2)
+    sim.generate_day(day, 100, seed=8)
+    res = resources(zoom_env, bucket=bucket)
+    assert materialize(day, res, instance=instance).success
+    sim.add_records(day, sim.make_records(day, 3, seed=9))
+
+    late = run_completeness(defs, instance, day)
+    assert not late.passed and values(late)["missing_records"] == 3
+    assert materialize(day, res, instance=instance).success
+    assert run_completeness(defs, instance, day).passed
+
+
+def test_an_open_day_is_not_compared(sim, zoom_env, bucket, defs, instance):
+    today = days_ago(0)
+    sim.generate_day(today, 20, seed=10)
+    evaluation = run_completeness(defs, instance, today)
+    assert evaluation.passed and values(evaluation)["compared"] is False
+    assert sim.stats()["report_calls"] == 0
+
+
+def test_riding_along_a_materialization_reuses_its_pass(sim, zoom_env, bucket, s3, defs, instance):
+    """What the asset page and `dagster asset materialize` run: the asset, then its checks."""
+    day = days_ago(6)
+    sim.generate_day(day, 350, seed=11)
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    result = asset_job.execute_in_process(partition_key=day, instance=instance, asset_selection=[RAW])
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    meta = values(evaluations["day_matches_zoom"])
+    assert evaluations["day_matches_zoom"].passed
+    assert meta["compared"] == "with this run's complete pass" and meta["api_calls"] == 0
+    assert sim.stats()["report_calls"] == 2  # the asset's own pass only
+
+    # A surplus is still caught without a second listing: storage then holds more than the pass listed.
+    tamper(s3, bucket, day, "extra line in a new part")
+    again = asset_job.execute_in_process(partition_key=day, instance=instance, asset_selection=[RAW])
+    [evaluation] = [e for e in again.get_asset_check_evaluations() if e.check_name == "day_matches_zoom"]
+    assert not evaluation.passed and values(evaluation)["surplus_records"] == 1
+
+
+def test_which_day_a_completeness_run_compares():
+    now = datetime(2026, 11, 20, 6, 0, tzinfo=UTC)
+    assert checked_day({"dagster/partition": "2026-11-01"}, now) == "2026-11-01"
+    one_day = {"dagster/asset_partition_range_start": "2026-11-02", "dagster/asset_partition_range_end": "2026-11-02"}
+    assert checked_day(one_day, now) == "2026-11-02"
+    assert checked_day({}, now) == "2026-11-18"  # untagged: the day before yesterday
+    with pytest.raises(dg.Failure, match="one day at a time"):
+        checked_day({**one_day, "dagster/asset_partition_range_end": "2026-11-05"}, now)
+
+
+# ---- freshness ------------------------------------------------------------------------------------
+
+
+def test_yesterday_that_landed_passes(sim, zoom_env, bucket, instance):
+    yesterday = days_ago(1)
+    sim.generate_day(yesterday, 10, seed=12)
+    assert materialize(yesterday, resources(zoom_env, bucket=bucket), instance=instance).success
+
+    result = yesterday_freshness(instance, at(0, 5), deadline_hour=3)
+    assert result.passed and values(result)["partition"] == yesterday
+    # It landed now, which is after a midnight deadline.
+    late = yesterday_freshness(instance, at(0, 5), deadline_hour=0)
+    assert late.passed and values(late)["late"] is True and "after its 00:00 UTC deadline" in late.description
+
+
+def test_yesterday_not_yet_due_passes_with_a_note(instance):
+    result = yesterday_freshness(instance, at(0, 1), deadline_hour=3)
+    assert result.passed and values(result)["due"] is False
+    assert result.description.startswith("Not due yet")
+
+
+def test_yesterday_overdue_fails(instance):
+    result = yesterday_freshness(instance, at(0, 5), deadline_hour=3)
+    assert not result.passed and values(result)["due"] is True
+    assert "deadline has passed" in result.description
+
+
+def test_only_a_complete_pass_counts_as_landed(instance):
+    # The 15-minute sensor materializes a day while it is open; that is not the day landing.
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(RAW, partition=days_ago(1), metadata={"pass": "refresh (day still open)"})
+    )
+    assert not yesterday_freshness(instance, at(0, 5), deadline_hour=3).passed
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(RAW, partition=days_ago(1), metadata={"pass": "complete"})
+    )
+    assert yesterday_freshness(instance, at(0, 5), deadline_hour=3).passed
+
+
+def test_freshness_job_runs_the_check(zoom_env, instance):
+    job = build_defs({"ZOOM_FRESHNESS_DEADLINE_HOUR": "0"}).resolve_job_def("zoom_freshness_job")
+    [evaluation] = job.execute_in_process(instance=instance).get_asset_check_evaluations()
+    assert evaluation.check_name == "yesterday_landed_by_deadline"
+    assert not evaluation.passed  # nothing landed, and a midnight deadline is always past

@@ -1,0 +1,69 @@
+"""What Dagster loads: the asset graph, jobs, schedules, sensor, checks, and the environment knobs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tests.conftest import REPO
+from zoom_pipeline.constants import ZOOM_API_POOL
+from zoom_pipeline.definitions import build_defs, defs
+
+RAW, UDM = dg.AssetKey("zoom_operation_logs"), dg.AssetKey("zoom_operation_logs_udm")
+
+
+def test_definitions_load_with_the_asset_graph():
+    graph = defs.resolve_asset_graph()
+    assert graph.get_all_asset_keys() == {RAW, UDM}
+    assert graph.get(UDM).parent_keys == {RAW}
+    assert {key.name for key in graph.asset_check_keys} == {"yesterday_landed_by_deadline", "day_matches_zoom"}
+
+
+def test_jobs_schedules_and_sensor_are_present():
+    repo = defs.get_repository_def()
+    assert {job.name for job in repo.get_all_jobs()} >= {
+        "zoom_operation_logs_job",
+        "zoom_freshness_job",
+        "zoom_completeness_job",
+    }
+    assert {s.name for s in repo.schedule_defs} == {"zoom_daily_schedule", "zoom_freshness_schedule"}
+    assert [s.name for s in repo.sensor_defs] == ["zoom_today_sensor"]
+    assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in repo.schedule_defs)
+
+
+def test_the_day_job_collects_both_assets_per_day_and_no_checks():
+    job = defs.resolve_job_def("zoom_operation_logs_job")
+    assert job.partitions_def is not None and job.partitions_def.get_last_partition_key() is not None
+    assert job.asset_layer.executable_asset_keys == {RAW, UDM}
+    # Checks would add a Zoom listing to every scheduled run.
+    assert not job.asset_layer.asset_graph.asset_check_keys
+
+
+def test_zoom_calls_share_one_pool():
+    graph = defs.resolve_asset_graph()
+    assert graph.assets_def_for_key(RAW).op.pool == ZOOM_API_POOL
+    completeness = dg.AssetCheckKey(RAW, "day_matches_zoom")
+    assert graph.assets_def_for_key(completeness).op.pool == ZOOM_API_POOL
+
+
+def test_environment_knobs_are_read_where_definitions_are_built():
+    custom = build_defs({"ZOOM_DAILY_SCHEDULE_CRON": "45 2 * * *", "ZOOM_FRESHNESS_DEADLINE_HOUR": "6"})
+    repo = custom.get_repository_def()
+    assert repo.get_schedule_def("zoom_daily_schedule").cron_schedule == "45 2 * * *"
+    assert repo.get_schedule_def("zoom_freshness_schedule").cron_schedule == "5 6-23 * * *"
+    with pytest.raises(ValueError, match="ZOOM_FRESHNESS_DEADLINE_HOUR must be a whole hour from 0 to 23"):
+        build_defs({"ZOOM_FRESHNESS_DEADLINE_HOUR": "25"})
+
+
+def test_dagster_cli_validates_the_definitions():
+    dagster = Path(sys.executable).parent / "dagster"
+    result = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "zoom_pipeline.definitions"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

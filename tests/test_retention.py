@@ -1,0 +1,44 @@
+"""The retention guard: a day Zoom no longer serves fails at once with one clear message, nothing fetched
+or written, and the partitions do not offer such days in the first place."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from tests.helpers import days_ago, zoom_client
+from zoom_pipeline.assets import validate_day, zoom_operation_logs
+from zoom_pipeline.constants import RETENTION_DAYS
+from zoom_pipeline.definitions import build_defs
+from zoom_pipeline.partitions import daily_partitions
+
+
+def test_a_day_older_than_zoom_keeps_fails_before_any_call(sim, zoom_env, tmp_path):
+    too_old = days_ago(RETENTION_DAYS + 1)
+    context = dg.build_asset_context(partition_key=too_old)
+    with pytest.raises(dg.Failure) as failure:
+        zoom_operation_logs(context, zoom=zoom_client(zoom_env))
+    message = failure.value.description
+    assert message.startswith(f"{too_old} is outside Zoom's retention window:")
+    assert "Nothing was fetched or written." in message
+    assert "\n" not in message
+    assert failure.value.allow_retries is False  # retrying cannot bring the day back
+    assert sim.stats()["report_calls"] == 0 and sim.stats()["token_calls"] == 0
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_retention_window_edge():
+    today = datetime.now(UTC).date()
+    assert validate_day((today - timedelta(days=RETENTION_DAYS)).isoformat(), today=today)
+    with pytest.raises(dg.Failure, match="outside Zoom's retention window"):
+        validate_day((today - timedelta(days=RETENTION_DAYS + 1)).isoformat(), today=today)
+    with pytest.raises(dg.Failure, match="in the future"):
+        validate_day((today + timedelta(days=1)).isoformat(), today=today)
+
+
+def test_partitions_start_inside_the_window_so_old_days_cannot_be_requested(zoom_env):
+    assert daily_partitions.get_first_partition_key() == days_ago(RETENTION_DAYS - 1)
+    assert not daily_partitions.has_partition_key(days_ago(RETENTION_DAYS))
+    job = build_defs().resolve_job_def("zoom_operation_logs_job")
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        job.execute_in_process(partition_key=days_ago(RETENTION_DAYS + 5))

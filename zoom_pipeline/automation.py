@@ -1,0 +1,106 @@
+"""What runs the pipeline on its own: the day-by-day job, the daily schedule and the 15-minute sensor."""
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.partitions import daily_partitions
+
+DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
+TODAY_BUCKET_SECONDS = 15 * 60
+# The queued run coordinator launches higher priorities first, so a tick that lands while a long
+# backfill (priority 0) waits for `zoom_api` slots takes the next free slot instead of queueing last.
+AUTOMATION_RUN_TAGS = {"dagster/priority": "5"}
+# Runs in these states may still write today's partition.
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+# Partitioning is inferred from the two assets (both daily); each run is one day.
+zoom_operation_logs_job = dg.define_asset_job(
+    "zoom_operation_logs_job",
+    selection=dg.AssetSelection.assets(zoom_operation_logs, zoom_operation_logs_udm).without_checks(),
+    description="Collect one UTC day of Zoom operation logs and normalize them to UDM.",
+)
+
+
+def _requestable(keys: list[str]) -> list[str]:
+    """The keys that are partitions (a late ZOOM_LOGS_START_DATE can exclude yesterday)."""
+    first = daily_partitions.start.date().isoformat()
+    return [key for key in keys if key >= first]
+
+
+def build_zoom_daily_schedule(cron_schedule: str = DEFAULT_DAILY_SCHEDULE_CRON) -> dg.ScheduleDefinition:
+    """The daily schedule on `cron_schedule` (UTC); definitions.py passes ZOOM_DAILY_SCHEDULE_CRON."""
+
+    # Not build_schedule_from_partitioned_job: with end_offset=1 its "last partition" is today, so the
+    # day that has just closed would never get its complete pass.
+    @dg.schedule(
+        name="zoom_daily_schedule",
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        job=zoom_operation_logs_job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            "Collects yesterday (UTC) in full once it has ended, and re-reads the day before it, where Zoom's "
+            "late operation logs still show up. Each run adds only what its day lacks."
+        ),
+    )
+    def zoom_daily_schedule(context: dg.ScheduleEvaluationContext):
+        today = context.scheduled_execution_time.astimezone(UTC).date()
+        days = _requestable([(today - timedelta(days=n)).isoformat() for n in (1, 2)])
+        if not days:
+            return dg.SkipReason(f"Neither {today - timedelta(days=1)} nor the day before is a partition yet.")
+        return [dg.RunRequest(run_key=day, partition_key=day, tags=AUTOMATION_RUN_TAGS) for day in days]
+
+    return zoom_daily_schedule
+
+
+def today_run_key(now: datetime) -> str:
+    """`<today>@<bucket>`: the same within one 15-minute bucket, new in the next."""
+    return f"{now.astimezone(UTC).date().isoformat()}@{int(now.timestamp()) // TODAY_BUCKET_SECONDS}"
+
+
+def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list[dg.DagsterRun]:
+    """Runs of `partition_key` that may still write zoom_operation_logs (queued, starting, started,
+    cancelling), whichever way they were launched: this job, the asset page, or a backfill."""
+    # Job runs carry dagster/partition; asset-backfill runs carry a one-day range instead (multi_run(1)).
+    runs = [
+        run
+        for tag in ("dagster/partition", "dagster/asset_partition_range_start")
+        for run in instance.get_runs(dg.RunsFilter(statuses=UNFINISHED_RUN_STATUSES, tags={tag: partition_key}))
+    ]
+    return [
+        run
+        for run in runs
+        if run.job_name == zoom_operation_logs_job.name or zoom_operation_logs.key in (run.asset_selection or ())
+    ]
+
+
+# The daemon evaluates this at most every 15 minutes. A date-only run_key would fire once a day (the
+# daemon dedups run keys forever), hence the bucket; skipping while a run of today is in flight keeps
+# refreshes from piling up behind a slow one.
+@dg.sensor(
+    job=zoom_operation_logs_job,
+    minimum_interval_seconds=TODAY_BUCKET_SECONDS,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Keeps today's (UTC) partition fresh: requests it at most once per 15-minute bucket, and skips while "
+        "an earlier run of today has not finished. A refresh stops paging at what is already stored."
+    ),
+)
+def zoom_today_sensor(context: dg.SensorEvaluationContext):
+    now = datetime.now(UTC)
+    today = now.date().isoformat()
+    busy = unfinished_runs_of(context.instance, today)
+    if busy:
+        return dg.SkipReason(
+            f"Run {busy[0].run_id} of {today} is still {busy[0].status.value.lower()}; "
+            "the next tick after it finishes requests today again."
+        )
+    return dg.RunRequest(run_key=today_run_key(now), partition_key=today, tags=AUTOMATION_RUN_TAGS)

@@ -27,7 +27,7 @@ def validate_day(key: str, *, today: date | None = None) -> date:
     if day < oldest:
         raise dg.Failure(
             f"{key} is outside Zoom's retention window: Zoom keeps operation logs for about six months, so the "
-            f"oldest day it still serves is about {oldest.isoformat()}. Nothing was fetched or written.",
+            f"oldest day it still serves is about {oldest.isoformat()}, so nothing was fetched or written.",
             allow_retries=False,
         )
     if day > today:

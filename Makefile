@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine; each builds the virtual environment on first use.
-#   make demo   collect the last three days from the bundled Zoom simulator into ./.zoom_store
+#   make demo   collect the last three days from the bundled Zoom simulator into ./.zoom_demo/store
 #   make test   run the whole test suite (starts its own S3 server, simulator and PostgreSQL)
 PYTHON ?= python3
 VENV := .venv

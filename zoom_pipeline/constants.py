@@ -6,7 +6,7 @@ DEFAULT_UDM_S3_PREFIX = "zoom/operationlogs-udm/"
 # Manifests sit beside, never inside, the prefix the SIEM feed ingests.
 DEFAULT_MANIFEST_PREFIX = "zoom/operationlogs-manifests/"
 DEFAULT_PAGE_SIZE = 300
-DEFAULT_TIMEOUT_SECONDS = 30
+DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_API_BASE_URL = "https://api.zoom.us/v2"
 DEFAULT_OAUTH_TOKEN_URL = "https://zoom.us/oauth/token"
 DEFAULT_LOCAL_STORE_DIR = ".zoom_store"

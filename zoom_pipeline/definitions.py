@@ -39,7 +39,12 @@ def _setting(env: Mapping[str, str], name: str, default):
     """An optional setting: resolved at launch from the environment when set, else its default."""
     if not env.get(name):
         return default
-    return dg.EnvVar.int(name) if isinstance(default, int) and not isinstance(default, bool) else dg.EnvVar(name)
+    if isinstance(default, float):  # Dagster has no float EnvVar: read it now, with a clear error
+        try:
+            return float(env[name])
+        except ValueError:
+            raise ValueError(f"{name} must be a number of seconds, got {env[name]!r}.") from None
+    return dg.EnvVar.int(name) if isinstance(default, int) else dg.EnvVar(name)
 
 
 def build_resources(env: Mapping[str, str] = os.environ) -> dict:

@@ -5,6 +5,7 @@ its key is free (S3 `If-None-Match: *`, a hard link locally), which is what make
 against a racing run and a retried write whose success response was lost.
 """
 
+import gzip
 import hashlib
 import os
 import tempfile
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
@@ -79,22 +81,19 @@ class S3Store:
             extra |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.sse_kms_key_id}
         try:
             self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config)
-        except ClientError as exc:
-            if _error_code(exc) not in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+        except S3UploadFailedError as exc:  # the managed transfer wraps the ClientError of its workers
+            cause = exc.__cause__ or exc.__context__
+            if not (isinstance(cause, ClientError) and _error_code(cause) in _KEY_TAKEN_CODES):
                 raise
             # The key exists. If it holds our bytes, an earlier attempt of this very write succeeded
             # and only its response was lost: that is success, not a second copy.
             head = self.client.head_object(Bucket=self.bucket, Key=key)
             if head.get("Metadata", {}).get(SHA256_META) != sha256:
                 raise KeyTaken(key) from None
-        except Exception as exc:  # s3transfer wraps ClientError raised inside its worker threads
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, ClientError) and _error_code(cause) in {"PreconditionFailed", "412"}:
-                head = self.client.head_object(Bucket=self.bucket, Key=key)
-                if head.get("Metadata", {}).get(SHA256_META) != sha256:
-                    raise KeyTaken(key) from None
-                return
-            raise
+
+
+# 412: the key exists; 409: a concurrent conditional write to the same key is in flight.
+_KEY_TAKEN_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 
 
 def _if_none_match(params, **_):
@@ -156,8 +155,6 @@ class LocalStore:
 
 def iter_lines(fileobj: IO[bytes]) -> Iterator[bytes]:
     """Lines of a gzip NDJSON object, streamed (without the trailing newline)."""
-    import gzip
-
     with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
         for line in gz:
             yield line.rstrip(b"\n")

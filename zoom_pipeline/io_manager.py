@@ -15,10 +15,13 @@ import gzip
 import os
 import re
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from itertools import compress as compress_by
+from queue import Queue
 
 import dagster as dg
 import orjson
@@ -32,7 +35,14 @@ from zoom_pipeline.constants import (
     PART_SUFFIX,
     RAW_PART_PREFIX,
 )
-from zoom_pipeline.ledger import PassLedger, StoredMultiset, encode_record, line_digest, line_time
+from zoom_pipeline.ledger import (
+    PassLedger,
+    StoredMultiset,
+    encode_record,
+    line_digest,
+    line_digests,
+    line_time,
+)
 from zoom_pipeline.storage import KeyTaken, LocalStore, ObjectStore, S3Store, file_sha256, iter_lines
 from zoom_pipeline.zoom_client import RESTART, DayPass, ZoomError
 
@@ -235,50 +245,108 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
     def _read_stored(
         self, store: ObjectStore, parts: DayParts, *, want_times: bool
     ) -> tuple[StoredMultiset, str | None]:
-        digests: list[int] = []
         newest: str | None = None
-        day = StoredDay(store, "", parts)
-        for name in parts.names:
-            for line in day.lines(name):
-                digests.append(line_digest(line))
-                if want_times:
-                    t = line_time(line)
-                    if t is not None and (newest is None or t > newest):
-                        newest = t
-        return StoredMultiset(digests), newest
+
+        def digests() -> Iterator[int]:
+            # The same lines as StoredDay.lines (split at b"\n", without it), read a MiB at a time and
+            # digested page-sized batch by batch, streamed into the multiset: no list of the day.
+            nonlocal newest
+            for name in parts.names:
+                with store.open(parts.key(name)) as body, gzip.GzipFile(fileobj=body, mode="rb") as gz:
+                    tail = b""
+                    while chunk := gz.read(1 << 20):
+                        lines = (tail + chunk).split(b"\n")
+                        tail = lines.pop()
+                        if want_times:
+                            for line in lines:
+                                t = line_time(line)
+                                if t is not None and (newest is None or t > newest):
+                                    newest = t
+                        yield from line_digests(lines)
+                    if tail:
+                        if want_times:
+                            t = line_time(tail)
+                            if t is not None and (newest is None or t > newest):
+                                newest = t
+                        yield line_digest(tail)
+
+        stored = StoredMultiset(digests())
+        return stored, newest
 
     def _write_pass(self, context, day_pass: DayPass, ledger: PassLedger, tmp_path: str, stop_before) -> dict:
-        """Consume the pass, writing admitted records to a gzip temp file. Returns time bounds."""
+        """Consume the pass, writing admitted records to a gzip temp file. Returns time bounds.
+
+        Compression runs in a helper thread (zlib releases the GIL), so encoding and digesting the
+        next page overlaps with deflating this one; the queue is short, so memory stays flat.
+        """
         summary = {"odd": 0, "oldest": None, "newest": None}
-        gz = gzip.open(tmp_path, "wb", compresslevel=GZIP_LEVEL)
+        chunks: Queue = Queue(maxsize=8)
+        failure: list[BaseException] = []
+
+        def compress() -> None:
+            gz = None
+            try:
+                gz = gzip.open(tmp_path, "wb", compresslevel=GZIP_LEVEL)
+            except BaseException as exc:  # surfaced by the producer
+                failure.append(exc)
+            while (chunk := chunks.get()) is not None:
+                if failure:
+                    continue  # drain, so the producer never blocks on a dead writer
+                try:
+                    if chunk is RESTART:  # the day is read again: start the file over
+                        gz.close()
+                        gz = gzip.open(tmp_path, "wb", compresslevel=GZIP_LEVEL)
+                    else:
+                        gz.write(chunk)
+                except BaseException as exc:
+                    failure.append(exc)
+            try:
+                if gz is not None:
+                    gz.close()
+            except BaseException as exc:
+                failure.append(exc)
+
+        def put(chunk) -> None:
+            if failure:
+                raise failure[0]
+            chunks.put(chunk)
+
+        writer = threading.Thread(target=compress, name="zoom-gzip", daemon=True)
+        writer.start()
+        last_progress = time.monotonic()
         try:
             pages = day_pass.pages(stop_before_time=stop_before)
             for page in pages:
                 if page is RESTART:
                     context.log.warning(f"{day_pass.day}: page token expired; reading the day again from page 1.")
-                    gz.close()
-                    gz = gzip.open(tmp_path, "wb", compresslevel=GZIP_LEVEL)
+                    put(RESTART)
                     ledger.reset()
                     summary = {"odd": 0, "oldest": None, "newest": None}
                     continue
-                out = []
-                for rec in page:
-                    line = encode_record(rec)
-                    t = rec.get("time") if isinstance(rec, dict) else None
-                    if isinstance(t, str) and len(t) == 20:
-                        if summary["oldest"] is None or t < summary["oldest"]:
-                            summary["oldest"] = t
-                        if summary["newest"] is None or t > summary["newest"]:
-                            summary["newest"] = t
-                    else:
-                        summary["odd"] += 1
-                    if ledger.admit(line_digest(line)):
-                        out.append(line)
+                lines = [encode_record(rec) for rec in page]
+                # Well-formed times bound the pass; a record without one is counted as odd.
+                times = [
+                    t
+                    for rec in page
+                    if isinstance(rec, dict) and isinstance(t := rec.get("time"), str) and len(t) == 20
+                ]
+                summary["odd"] += len(page) - len(times)
+                if times:
+                    low, high = min(times), max(times)
+                    if summary["oldest"] is None or low < summary["oldest"]:
+                        summary["oldest"] = low
+                    if summary["newest"] is None or high > summary["newest"]:
+                        summary["newest"] = high
+                admitted = ledger.admit_all(line_digests(lines))
+                out = lines if all(admitted) else list(compress_by(lines, admitted))
                 if out:
-                    gz.write(b"\n".join(out) + b"\n")
+                    put(b"\n".join(out) + b"\n")
                 stats = day_pass.stats
-                if stats.pages % PROGRESS_EVERY_PAGES == 0:
-                    rate = stats.records / max(time.monotonic() - stats.started_at, 1e-9)
+                # Every few pages, but at most about once a second: each line is an event-log write
+                # (~10 ms on SQLite), which at local speeds cost more than a tenth of the pass.
+                if stats.pages % PROGRESS_EVERY_PAGES == 0 and time.monotonic() - last_progress >= 1.0:
+                    last_progress = time.monotonic()
+                    rate = stats.records / max(last_progress - stats.started_at, 1e-9)
                     context.log.info(
                         f"{day_pass.day}: {stats.records} records over {stats.pages} pages "
                         f"({rate:,.0f} records/s), {ledger.new} new so far"
@@ -287,7 +355,10 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
                     pages.close()
                     break
         finally:
-            gz.close()
+            chunks.put(None)
+            writer.join()
+        if failure:
+            raise failure[0]
         return summary
 
     def _write_manifest(self, context, store, day, name, sha, size, records, ledger: PassLedger, summary) -> None:

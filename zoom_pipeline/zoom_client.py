@@ -1,10 +1,10 @@
 """Zoom REST client: Server-to-Server OAuth, operation-log pagination, retries and rate limits."""
 
+import queue
 import random
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -88,6 +88,20 @@ def _zoom_message(resp: requests.Response) -> tuple[int | None, str]:
     return (code if isinstance(code, int) else None), str(message)
 
 
+class _ClientState:
+    """A client's mutable state as plain attributes: the page loop reads it on every call, and a
+    pydantic private attribute costs microseconds per read."""
+
+    __slots__ = ("lock", "send_settings", "session", "token", "token_expires")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.session: requests.Session | None = None
+        self.send_settings: dict | None = None
+        self.token: str | None = None
+        self.token_expires = 0.0
+
+
 class ZoomClient(dg.ConfigurableResource):
     """Zoom API client for `GET /report/operationlogs` with Server-to-Server OAuth.
 
@@ -108,18 +122,25 @@ class ZoomClient(dg.ConfigurableResource):
     backoff_max_seconds: float = 60.0
     max_day_restarts: int = 3
 
-    _session: requests.Session | None = PrivateAttr(default=None)
-    _token: str | None = PrivateAttr(default=None)
-    _token_expires: float = PrivateAttr(default=0.0)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _state: "_ClientState" = PrivateAttr(default_factory=lambda: _ClientState())
 
     # ---- HTTP plumbing -------------------------------------------------------------------
     @property
     def session(self) -> requests.Session:
-        if self._session is None:
-            self._session = requests.Session()  # keep-alive across pages and token calls
-            self._session.headers["Accept"] = "application/json"
-        return self._session
+        state = self._state
+        if state.session is None:
+            state.session = requests.Session()  # keep-alive across pages and token calls
+            state.session.headers["Accept"] = "application/json"
+        return state.session
+
+    def _report_send_settings(self, url: str) -> dict:
+        """Proxy, TLS and stream settings for report calls, as `Session.request` derives them from the
+        environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE ...), resolved once per client: per call
+        that lookup cost about as much CPU as a whole page's records."""
+        state = self._state
+        if state.send_settings is None:
+            state.send_settings = self.session.merge_environment_settings(url, {}, None, None, None)
+        return state.send_settings
 
     def _sleep_backoff(self, attempt: int, retry_after: float | None = None) -> None:
         """Exponential backoff with jitter, or exactly what the server's Retry-After asked for."""
@@ -132,10 +153,11 @@ class ZoomClient(dg.ConfigurableResource):
     # ---- OAuth ---------------------------------------------------------------------------
     def authenticate(self, *, force: bool = False) -> str:
         """Return a valid access token, minting one if none is cached (or `force`)."""
-        with self._lock:
-            if not force and self._token and time.monotonic() < self._token_expires:
-                return self._token
-            self._token = None
+        state = self._state
+        with state.lock:
+            if not force and state.token and time.monotonic() < state.token_expires:
+                return state.token
+            state.token = None
             for attempt in range(self.max_attempts):
                 try:
                     resp = self.session.post(
@@ -157,9 +179,9 @@ class ZoomClient(dg.ConfigurableResource):
                         last = "Zoom's token endpoint answered 200 without a usable access_token"
                         self._sleep_backoff(attempt)
                         continue
-                    self._token = token
+                    state.token = token
                     # Renew a minute early (or at 90 % of a short lifetime) so no call races expiry.
-                    self._token_expires = time.monotonic() + max(expires_in - 60, expires_in * 0.9)
+                    state.token_expires = time.monotonic() + max(expires_in - 60, expires_in * 0.9)
                     return token
                 if resp.status_code >= 500 or resp.status_code == 429:
                     last = f"Zoom's token endpoint answered HTTP {resp.status_code}"
@@ -191,8 +213,13 @@ class ZoomClient(dg.ConfigurableResource):
             token = self.authenticate()
             stats.api_calls += 1
             try:
-                resp = self.session.get(
-                    url, params=params, headers={"Authorization": f"Bearer {token}"}, timeout=self.timeout
+                # What Session.get does, minus re-reading the environment on every page.
+                request = requests.Request("GET", url, params=params, headers={"Authorization": f"Bearer {token}"})
+                resp = self.session.send(
+                    self.session.prepare_request(request),
+                    timeout=self.timeout,
+                    allow_redirects=True,
+                    **self._report_send_settings(url),
                 )
             except requests.RequestException as exc:
                 last = f"connection error ({type(exc).__name__})"
@@ -303,38 +330,92 @@ class DayPass:
         """Yield each page's record list (and RESTART markers) until the last page.
 
         With `stop_before_time` (a `YYYY-MM-DDTHH:MM:SSZ` string), paging stops after the first page
-        holding a record strictly older than it: everything older is already stored. The next page is
-        fetched in the background while the consumer handles this one, unless this page may be the last.
+        holding a record strictly older than it: everything older is already stored. Pages are fetched
+        by a background thread that asks for the next page as soon as it has this one (a page token
+        only comes with the page before it, so one call is in flight at a time), while the consumer
+        handles earlier pages; it decides on the stop itself, so it never calls past the stop.
         """
-        restarts = 0
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoom-prefetch") as pool:
-            pending: Future | None = pool.submit(self.client._get_page, self.day, None, self.stats)
-            while pending is not None:
+        ready: queue.Queue = queue.Queue(maxsize=PAGES_AHEAD)
+        cancelled = threading.Event()
+
+        def hand_over(item) -> bool:
+            while not cancelled.is_set():
                 try:
-                    page = pending.result()
-                except PageTokenExpired:
-                    restarts += 1
-                    self.stats.restarts = restarts
-                    if restarts > self.client.max_day_restarts:
-                        raise ZoomRetryableError(
-                            f"Zoom's next_page_token for {self.day} kept expiring; restarted the day "
-                            f"{restarts - 1} times."
-                        ) from None
-                    yield RESTART
-                    pending = pool.submit(self.client._get_page, self.day, None, self.stats)
+                    ready.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
                     continue
-                records = page.get(RECORDS_KEY) or []
+            return False
+
+        def fetch() -> None:
+            restarts = 0
+            page_token: str | None = None
+            try:
+                while not cancelled.is_set():
+                    try:
+                        page = self.client._get_page(self.day, page_token, self.stats)
+                    except PageTokenExpired:
+                        restarts += 1
+                        self.stats.restarts = restarts
+                        if restarts > self.client.max_day_restarts:
+                            raise ZoomRetryableError(
+                                f"Zoom's next_page_token for {self.day} kept expiring; restarted the day "
+                                f"{restarts - 1} times."
+                            ) from None
+                        page_token = None
+                        if not hand_over(RESTART):
+                            return
+                        continue
+                    records = page.get(RECORDS_KEY) or []
+                    page_token = page.get("next_page_token") or None
+                    stop = stop_before_time is not None and _has_older(records, stop_before_time)
+                    if not hand_over((records, page_token, stop)):
+                        return
+                    # Fetch on only when this page cannot be the last one we need: never a call past the stop.
+                    if not page_token or stop:
+                        break
+            except BaseException as exc:  # re-raised by the consumer, after the pages before it
+                hand_over(_Failed(exc))
+                return
+            hand_over(_DONE)
+
+        fetcher = threading.Thread(target=fetch, name="zoom-prefetch", daemon=True)
+        fetcher.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.exc
+                if item is RESTART:
+                    yield RESTART
+                    continue
+                records, page_token, stop = item
                 self.stats.pages += 1
                 self.stats.records += len(records)
-                token = page.get("next_page_token") or None
-                stop = stop_before_time is not None and _has_older(records, stop_before_time)
-                # Prefetch only when this page cannot be the last one we need: never a call past the stop.
-                pending = None
-                if token and not stop:
-                    pending = pool.submit(self.client._get_page, self.day, token, self.stats)
                 yield records
-                if stop and token:
+                if stop and page_token:
                     self.stats.stopped_early = True
+        finally:
+            # The consumer is done (or gone): let the fetcher finish its call in flight and exit.
+            cancelled.set()
+            fetcher.join()
+
+
+PAGES_AHEAD = 4
+"""Pages the fetcher may hold ready for a slower consumer (a few hundred kB each at most)."""
+
+_DONE = object()
+
+
+class _Failed:
+    """An exception raised while fetching, handed to the consumer in page order."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
 
 
 def _has_older(records: list, threshold: str) -> bool:

@@ -238,3 +238,71 @@ def test_refresh_with_events_arriving_during_the_pass_stays_cheap_and_exact(sim,
     stored = records_of(s3_day(s3, bucket, day))
     assert max(stored.values()) == 1
     assert set(stored) == set(canonical(api_listing(sim, zoom_env, day)))
+
+
+def _late(day: str, n: int, clock: str) -> dict:
+    return {"action": "Update", "category_type": "Account", "operation_detail": f"Security  - Late event {n}: from On to Off",
+            "operator": "late@example.com", "time": f"{day}T{clock}Z"}
+
+
+def test_late_event_during_a_complete_pass_is_neither_duplicated_nor_missed(sim, zoom_env, bucket, s3):
+    """A late event shifts the pages of an ended day mid-pass; the shifted repeat must not become a twin."""
+    day = days_ago(1)
+    sim.set_day(day, sim.make_records(day, 900, seed=50, start_time="23:00:00"))
+    sim.on_report_call(1, day, [_late(day, 1, "23:59:59")])  # newest: everything below moves down one
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert result.success
+    stored = records_of(s3_day(s3, bucket, day))
+    assert stored == canonical(api_listing(sim, zoom_env, day))
+    assert max(stored.values()) == 1
+    assert output_metadata(result)["api_calls"] > 4  # the day was read again to check
+
+
+def test_identical_twins_across_a_page_boundary_are_both_kept(sim, zoom_env, bucket, s3):
+    day = days_ago(1)
+    records = sim.make_records(day, 600, seed=51, start_time="20:00:00")
+    records[300] = dict(records[299])  # a genuine twin pair: last of page 1, first of page 2
+    sim.set_day(day, records)
+    result = materialize(day, resources(zoom_env, bucket=bucket))
+    assert result.success
+    stored = records_of(s3_day(s3, bucket, day))
+    assert stored == canonical(records) and max(stored.values()) == 2
+    assert output_metadata(result)["api_calls"] == 4  # 2 pages, read twice: the same straddle both times
+
+
+def test_a_day_that_keeps_moving_stores_each_straddling_record_once_until_it_settles(sim, zoom_env, bucket, s3):
+    day = days_ago(1)
+    sim.set_day(day, sim.make_records(day, 700, seed=52, start_time="20:00:00"))
+    for n, call in enumerate((1, 4, 7, 10)):  # a late event during every pass
+        sim.on_report_call(call, day, [_late(day, n, f"23:59:5{n}")])
+    res = resources(zoom_env, bucket=bucket)
+    assert materialize(day, res).success
+    stored = records_of(s3_day(s3, bucket, day))
+    assert max(stored.values()) == 1  # never more often than the API lists a record
+    assert materialize(day, res).success  # the day has settled: the next complete pass is exact
+    assert records_of(s3_day(s3, bucket, day)) == canonical(api_listing(sim, zoom_env, day))
+
+
+def test_lone_surrogate_records_are_stored_byte_for_byte(sim, zoom_env, bucket, s3):
+    day = days_ago(2)
+    sim.set_day(day, sim.make_records(day, 5, seed=56))
+    raw_page = (b'{"next_page_token":"","operation_logs":[{"action":"Update","operation_detail":"Edit Group '
+                b'\\ud83d broken","time":"' + day.encode() + b'T01:00:00Z"}]}')
+    sim.inject("raw_body", times=1, body=raw_page.decode("latin-1"))
+    assert materialize(day, resources(zoom_env, bucket=bucket)).success
+    [lines] = s3_day(s3, bucket, day).values()
+    assert b'"Edit Group \\ud83d broken"' in lines[0]
+
+
+def test_a_part_left_without_its_manifest_gets_one_on_the_next_run(sim, zoom_env, bucket, s3):
+    day = days_ago(2)
+    sim.generate_day(day, 420, seed=57)
+    res = resources(zoom_env, bucket=bucket)
+    assert materialize(day, res).success
+    prefix = f"zoom/operationlogs-manifests/{day.replace('-', '/')}/"
+    [manifest] = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    s3.delete_object(Bucket=bucket, Key=manifest["Key"])  # as if the run died between part and manifest
+    assert materialize(day, res).success
+    healed = orjson.loads(s3.get_object(Bucket=bucket, Key=manifest["Key"])["Body"].read())
+    assert healed["records"] == 420 and healed["recovered"] is True
+    assert healed["oldest_event_time"].startswith(day)

@@ -94,3 +94,12 @@ def test_early_stop_makes_no_call_past_the_stop(sim, zoom_env):
     assert day_pass.stats.stopped_early
     assert sim.stats()["report_calls"] == 2 == day_pass.stats.api_calls  # ceil(450/300)+1 at most, no prefetch
     assert len(got) == 600
+
+
+def test_records_without_a_parseable_time_never_stop_a_refresh(sim, zoom_env):
+    day = days_ago(0)
+    odd_times = [f"{day} 10:00:00Z", "0000-00-00 0:00:00Z", None, 1234, "2026-11-20T10:00:00+00:00"]
+    sim.set_day(day, [dict(r, time=odd_times[i % 5]) for i, r in enumerate(sim.make_records(day, 650, seed=9))])
+    day_pass = zoom_client(zoom_env).day_pass(day)
+    got = records(day_pass, stop_before_time="2999-01-01T00:00:00Z")  # any parseable time would stop
+    assert len(got) == 650 and day_pass.stats.api_calls == 3 and not day_pass.stats.stopped_early

@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import compress as compress_by
@@ -42,12 +43,14 @@ from zoom_pipeline.ledger import (
     line_digest,
     line_digests,
     line_time,
+    zoom_time,
 )
 from zoom_pipeline.storage import KeyTaken, LocalStore, ObjectStore, S3Store, file_sha256, iter_lines
 from zoom_pipeline.zoom_client import RESTART, DayPass, ZoomError
 
 _PART_RE = re.compile(re.escape(RAW_PART_PREFIX) + r"(\d{8})-(\d{6})" + re.escape(PART_SUFFIX) + "$")
 PROGRESS_EVERY_PAGES = 25
+VERIFY_PASSES = 2  # extra full passes a complete pass may take to tell shifted repeats from twins
 GZIP_LEVEL = 6
 
 
@@ -167,7 +170,7 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
         fd, tmp_path = tempfile.mkstemp(prefix="zoom-part-", suffix=PART_SUFFIX)
         os.close(fd)
         try:
-            summary = self._write_pass(context, day_pass, ledger, tmp_path, stop_before)
+            summary = self._collect(context, day_pass, ledger, tmp_path, stop_before)
             written: list[str] = []
             size = records_written = 0
             if ledger.new:
@@ -178,6 +181,7 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
                     self._write_manifest(
                         context, store, day, name, file_sha256(tmp_path), size, records_written, ledger, summary
                     )
+            self._heal_manifests(context, store, day, parts)
         except ZoomError as exc:
             # Retrying cannot fix bad credentials, scopes, retention or a spent daily quota.
             raise dg.Failure(str(exc), allow_retries=False) from None
@@ -209,6 +213,40 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
                 "prefix": store.uri(parts.prefix),
             }
         )
+
+    def _collect(self, context, day_pass: DayPass, ledger: PassLedger, tmp_path: str, stop_before) -> dict:
+        """Run the pass into `tmp_path`; for a complete pass, make sure its multiplicities can be trusted.
+
+        A day that gains a late event while a complete pass pages through it shifts older records onto
+        the next page: the record at a page boundary is listed twice, exactly like a genuine identical
+        twin. So when a complete pass sees a repeat straddling a page boundary, the day is read again;
+        the same straddles twice means genuine twins. If the day keeps moving, straddling repeats are
+        kept once (never more often than listed), and the next complete pass adds any twin copy.
+        """
+        summary, straddles = self._write_pass(context, day_pass, ledger, tmp_path, stop_before)
+        for _ in range(VERIFY_PASSES):
+            if not day_pass.complete or not straddles:
+                return summary
+            context.log.warning(
+                f"{day_pass.day}: {sum(len(s) for s in straddles)} record(s) repeat across page boundaries "
+                "(genuine twins, or the day moved during the pass); reading the day again to tell which."
+            )
+            again = day_pass.client.day_pass(day_pass.day)
+            ledger.reset()
+            summary, latest = self._write_pass(context, again, ledger, tmp_path, None)
+            day_pass.stats.absorb(again.stats)
+            if latest == straddles:
+                return summary  # the same boundaries twice: the listing is stable, the twins are real
+            straddles = latest
+        if straddles:
+            suspect = {d for run in straddles for d in run}
+            kept = _keep_once(tmp_path, suspect, ledger.stored)
+            context.log.warning(
+                f"{day_pass.day}: the day kept moving; {ledger.new - kept} repeated record(s) at page "
+                "boundaries were stored once, the next complete pass adds any genuine twin copy."
+            )
+            ledger.new = kept
+        return summary
 
     def _commit_part(
         self, context, store, day, parts: DayParts, tmp_path: str, count: int
@@ -245,6 +283,7 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
     def _read_stored(
         self, store: ObjectStore, parts: DayParts, *, want_times: bool
     ) -> tuple[StoredMultiset, str | None]:
+        """The day's stored multiset of digests (and its newest well-formed time, if asked for)."""
         newest: str | None = None
 
         def digests() -> Iterator[int]:
@@ -273,8 +312,13 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
         stored = StoredMultiset(digests())
         return stored, newest
 
-    def _write_pass(self, context, day_pass: DayPass, ledger: PassLedger, tmp_path: str, stop_before) -> dict:
-        """Consume the pass, writing admitted records to a gzip temp file. Returns time bounds.
+    def _write_pass(
+        self, context, day_pass: DayPass, ledger: PassLedger, tmp_path: str, stop_before
+    ) -> tuple[dict, list[tuple[int, ...]]]:
+        """Consume the pass, writing admitted records to a gzip temp file.
+
+        Returns the time bounds and, for a complete pass, the runs of digests that end one page and
+        start the next (see `_collect`).
 
         Compression runs in a helper thread (zlib releases the GIL), so encoding and digesting the
         next page overlaps with deflating this one; the queue is short, so memory stays flat.
@@ -314,74 +358,118 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
         writer = threading.Thread(target=compress, name="zoom-gzip", daemon=True)
         writer.start()
         last_progress = time.monotonic()
+        straddles: list[tuple[int, ...]] = []
+        previous: list[int] = []
         try:
-            pages = day_pass.pages(stop_before_time=stop_before)
-            for page in pages:
-                if page is RESTART:
-                    context.log.warning(f"{day_pass.day}: page token expired; reading the day again from page 1.")
-                    put(RESTART)
-                    ledger.reset()
-                    summary = {"odd": 0, "oldest": None, "newest": None}
-                    continue
-                lines = [encode_record(rec) for rec in page]
-                # Well-formed times bound the pass; a record without one is counted as odd.
-                times = [
-                    t
-                    for rec in page
-                    if isinstance(rec, dict) and isinstance(t := rec.get("time"), str) and len(t) == 20
-                ]
-                summary["odd"] += len(page) - len(times)
-                if times:
-                    low, high = min(times), max(times)
-                    if summary["oldest"] is None or low < summary["oldest"]:
-                        summary["oldest"] = low
-                    if summary["newest"] is None or high > summary["newest"]:
-                        summary["newest"] = high
-                admitted = ledger.admit_all(line_digests(lines))
-                out = lines if all(admitted) else list(compress_by(lines, admitted))
-                if out:
-                    put(b"\n".join(out) + b"\n")
-                stats = day_pass.stats
-                # Every few pages, but at most about once a second: each line is an event-log write
-                # (~10 ms on SQLite), which at local speeds cost more than a tenth of the pass.
-                if stats.pages % PROGRESS_EVERY_PAGES == 0 and time.monotonic() - last_progress >= 1.0:
-                    last_progress = time.monotonic()
-                    rate = stats.records / max(last_progress - stats.started_at, 1e-9)
-                    context.log.info(
-                        f"{day_pass.day}: {stats.records} records over {stats.pages} pages "
-                        f"({rate:,.0f} records/s), {ledger.new} new so far"
-                    )
-                if stop_before is not None and stats.stopped_early:
-                    pages.close()
-                    break
+            # closing(): a failure here also stops the fetch thread, so no call outlives the pass.
+            with closing(day_pass.pages(stop_before_time=stop_before)) as pages:
+                for page in pages:
+                    if page is RESTART:
+                        context.log.warning(f"{day_pass.day}: page token expired; reading the day again from page 1.")
+                        put(RESTART)
+                        ledger.reset()
+                        summary = {"odd": 0, "oldest": None, "newest": None}
+                        straddles, previous = [], []
+                        continue
+                    lines = [encode_record(rec) for rec in page]
+                    # Well-formed times bound the pass; a record without one is counted as odd.
+                    times = [t for rec in page if (t := zoom_time(rec)) is not None]
+                    summary["odd"] += len(page) - len(times)
+                    if times:
+                        low, high = min(times), max(times)
+                        if summary["oldest"] is None or low < summary["oldest"]:
+                            summary["oldest"] = low
+                        if summary["newest"] is None or high > summary["newest"]:
+                            summary["newest"] = high
+                    digests = line_digests(lines)
+                    if ledger.complete:
+                        run = _straddle(previous, digests)
+                        if run:
+                            straddles.append(run)
+                        previous = digests
+                    admitted = ledger.admit_all(digests)
+                    out = lines if all(admitted) else list(compress_by(lines, admitted))
+                    if out:
+                        put(b"\n".join(out) + b"\n")
+                    stats = day_pass.stats
+                    # Every few pages, but at most about once a second: each line is an event-log write
+                    # (~10 ms on SQLite), which at local speeds cost more than a tenth of the pass.
+                    if stats.pages % PROGRESS_EVERY_PAGES == 0 and time.monotonic() - last_progress >= 1.0:
+                        last_progress = time.monotonic()
+                        rate = stats.records / max(last_progress - stats.started_at, 1e-9)
+                        context.log.info(
+                            f"{day_pass.day}: {stats.records} records over {stats.pages} pages "
+                            f"({rate:,.0f} records/s), {ledger.new} new so far"
+                        )
         finally:
             chunks.put(None)
             writer.join()
         if failure:
             raise failure[0]
-        return summary
+        return summary, straddles
 
     def _write_manifest(self, context, store, day, name, sha, size, records, ledger: PassLedger, summary) -> None:
-        manifest = {
-            "partition": day,
-            "object": store.uri(self.s3_prefix + day_path(day) + name),
-            "records": records,
-            "bytes": size,
-            "sha256": sha,
-            "oldest_event_time": summary["oldest"],
-            "newest_event_time": summary["newest"],
-            "pass": "complete" if ledger.complete else "refresh",
-            "records_from_api": ledger.listed,
-            "records_already_stored": ledger.already_stored,
-            "dagster_run_id": _run_id(context),
-            "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        key = self.manifest_prefix + day_path(day) + name.removesuffix(PART_SUFFIX) + ".manifest.json"
+        self._put_manifest(
+            store,
+            day,
+            name,
+            {
+                "partition": day,
+                "object": store.uri(self.s3_prefix + day_path(day) + name),
+                "records": records,
+                "bytes": size,
+                "sha256": sha,
+                "oldest_event_time": summary["oldest"],
+                "newest_event_time": summary["newest"],
+                "pass": "complete" if ledger.complete else "refresh",
+                "records_from_api": ledger.listed,
+                "records_already_stored": ledger.already_stored,
+                "dagster_run_id": _run_id(context),
+                "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
+        )
+
+    def _heal_manifests(self, context, store: ObjectStore, day: str, parts: DayParts) -> None:
+        """Give every part a manifest: a run that died between writing a part and its manifest leaves
+        the part without one, and the retry (which finds nothing new to write) would never add it."""
+        folder = self.manifest_prefix + day_path(day)
+        have = {o.key[len(folder) :] for o in store.list(folder)}
+        for name in parts.names:
+            if _manifest_name(name) in have:
+                continue
+            count, oldest, newest = 0, None, None
+            for line in StoredDay(store, day, parts).lines(name):
+                count += 1
+                t = line_time(line)
+                if t is not None:
+                    oldest = t if oldest is None or t < oldest else oldest
+                    newest = t if newest is None or t > newest else newest
+            context.log.warning(f"{day}: {name} had no manifest; writing one recomputed from the part.")
+            self._put_manifest(
+                store,
+                day,
+                name,
+                {
+                    "partition": day,
+                    "object": store.uri(parts.key(name)),
+                    "records": count,
+                    "oldest_event_time": oldest,
+                    "newest_event_time": newest,
+                    "recovered": True,
+                    "dagster_run_id": _run_id(context),
+                    "written_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+            )
+
+    def _put_manifest(self, store: ObjectStore, day: str, name: str, manifest: dict) -> None:
+        key = self.manifest_prefix + day_path(day) + _manifest_name(name)
         fd, path = tempfile.mkstemp(suffix=".json")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
             store.put_new(key, path, content_type="application/json", sha256=file_sha256(path))
+        except KeyTaken:
+            pass  # a racing run wrote this part's manifest first; both describe the same part
         finally:
             os.unlink(path)
 
@@ -399,6 +487,8 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
         written, events, problems, coverage = [], 0, {}, {}
         for name in raw.parts.names:
             if name in done:
+                if not twins:
+                    continue  # nothing to number: no need to read a part that is already mapped
                 for line in raw.lines(name):
                     d = line_digest(line)
                     if d in twins:
@@ -449,14 +539,13 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
         )
 
 
-def _repeated_digests(raw: StoredDay) -> set[int]:
-    """Digests that occur more than once in the day (usually none), via one sorted array."""
-    from array import array
+def _manifest_name(part: str) -> str:
+    return part.removesuffix(PART_SUFFIX) + ".manifest.json"
 
-    digests = array("Q")
-    for name in raw.parts.names:
-        digests.extend(line_digest(line) for line in raw.lines(name))
-    ordered = sorted(digests)
+
+def _repeated_digests(raw: StoredDay) -> set[int]:
+    """Digests that occur more than once in the day (usually none), from one sorted 8-byte array."""
+    ordered = StoredMultiset(line_digest(line) for name in raw.parts.names for line in raw.lines(name)).digests
     return {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
 
 
@@ -465,3 +554,32 @@ def _run_id(context: dg.OutputContext) -> str | None:
         return context.run_id
     except Exception:  # an OutputContext built outside a run has none
         return None
+
+
+def _straddle(previous: list[int], page: list[int]) -> tuple[int, ...]:
+    """The longest run that ends `previous` and starts `page` (what a shift by k records looks like)."""
+    if not previous or not page:
+        return ()
+    longest = min(len(previous), len(page))
+    for k in range(longest, 0, -1):
+        if previous[-k] == page[0] and previous[-k:] == page[:k]:
+            return tuple(page[:k])
+    return ()
+
+
+def _keep_once(tmp_path: str, suspect: set[int], stored: StoredMultiset) -> int:
+    """Rewrite the gzip file keeping suspect records only if the day holds no copy yet, once. Returns lines kept."""
+    kept = 0
+    seen: set[int] = set()
+    filtered = tmp_path + ".once"
+    with open(tmp_path, "rb") as src, gzip.open(filtered, "wb", compresslevel=GZIP_LEVEL) as out:
+        for line in iter_lines(src):
+            digest = line_digest(line)
+            if digest in suspect:
+                if digest in seen or stored.contains(digest):
+                    continue
+                seen.add(digest)
+            out.write(line + b"\n")
+            kept += 1
+    os.replace(filtered, tmp_path)
+    return kept

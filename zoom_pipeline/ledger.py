@@ -13,6 +13,7 @@ Rules (see README, "Exactly once"):
   newest-first offset paging a shifted repeat looks exactly like a genuine identical twin.
 """
 
+import json
 import re
 from array import array
 from bisect import bisect_left
@@ -22,6 +23,13 @@ from hashlib import blake2b
 import orjson
 
 _TIME = re.compile(rb'"time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"')
+_ZOOM_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def zoom_time(record: object) -> str | None:
+    """The record's `time` if it is a well-formed Zoom timestamp (`YYYY-MM-DDTHH:MM:SSZ`), else None."""
+    t = record.get("time") if isinstance(record, dict) else None
+    return t if isinstance(t, str) and _ZOOM_TIME.fullmatch(t) else None
 
 
 def line_digest(line: bytes) -> int:
@@ -35,8 +43,15 @@ def line_digests(lines: Iterable[bytes]) -> list[int]:
 
 
 def encode_record(record: object) -> bytes:
-    """The stored form of a record: compact JSON, keys and values as Zoom returned them."""
-    return orjson.dumps(record)
+    """The stored form of a record: compact JSON, keys and values as Zoom returned them.
+
+    A value orjson cannot encode (a lone UTF-16 surrogate escape, an integer beyond 64 bits) falls
+    back to the standard library with ASCII escapes, which keeps it exactly as Zoom sent it.
+    """
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode()
 
 
 def line_time(line: bytes) -> str | None:
@@ -73,6 +88,19 @@ class StoredMultiset:
 
     def __len__(self) -> int:
         return len(self._digests)
+
+    @property
+    def digests(self) -> array:
+        """Every stored digest, sorted."""
+        return self._digests
+
+    def contains(self, digest: int) -> bool:
+        """Whether the day holds at least one copy of `digest` (matched or not)."""
+        digests, starts = self._digests, self._starts
+        lo, hi = (0, len(digests)) if starts is None else (starts[digest >> (64 - self._INDEX_BITS)],
+                                                            starts[(digest >> (64 - self._INDEX_BITS)) + 1])
+        i = bisect_left(digests, digest, lo, hi)
+        return i < hi and digests[i] == digest
 
     def take(self, digest: int) -> bool:
         """Match one not-yet-matched stored copy of `digest`; False if none is left."""

@@ -48,6 +48,7 @@ FAULT_KINDS = frozenset(
         "invalid_page_token",
         "connection_reset",
         "slow",
+        "raw_body",
     }
 )
 TOKEN_FAULT_KINDS = frozenset({"token_server_error", "token_connection_reset", "token_slow"})
@@ -936,6 +937,9 @@ class ZoomSimulator:
             return _api_error(400, 300, MSG_BAD_PAGE_TOKEN)
         if kind == "connection_reset":
             return _Resp(0, reset=True)
+        if kind == "raw_body":  # a 200 with exactly these bytes: JSON that strict parsers refuse, odd shapes
+            body = params.get("body", "")
+            return _Resp(200, body.encode("latin-1") if isinstance(body, str) else bytes(body))
         raise AssertionError(f"unhandled fault {kind}")
 
     def _page(self, query: dict, bearer: str) -> _Resp:

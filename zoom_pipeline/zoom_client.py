@@ -1,5 +1,6 @@
 """Zoom REST client: Server-to-Server OAuth, operation-log pagination, retries and rate limits."""
 
+import json
 import queue
 import random
 import threading
@@ -19,6 +20,7 @@ from zoom_pipeline.constants import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT_SECONDS,
 )
+from zoom_pipeline.ledger import zoom_time
 
 RECORDS_KEY = "operation_logs"
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -39,7 +41,7 @@ class ZoomDailyLimitError(ZoomError):
         self.reset_at = reset_at
         super().__init__(
             "Zoom's daily API limit for this account is exhausted (it is shared by every app on the "
-            f"account); calls can resume at {reset_at:%Y-%m-%dT%H:%M:%SZ}. Re-run the partition after that."
+            f"account), so re-run the partition after {reset_at:%Y-%m-%dT%H:%M:%SZ}, when calls can resume."
         )
 
 
@@ -59,6 +61,15 @@ class PassStats:
     token_mints: int = 0
     stopped_early: bool = False
     started_at: float = field(default_factory=time.monotonic)
+
+    def absorb(self, other: "PassStats") -> None:
+        """Add the calls and pages of a verification pass over the same day."""
+        self.api_calls += other.api_calls
+        self.pages += other.pages
+        self.records += other.records
+        self.restarts += other.restarts
+        self.retries += other.retries
+        self.token_mints += other.token_mints
 
 
 def _parse_retry_after_timestamp(value: str | None) -> datetime | None:
@@ -123,6 +134,10 @@ class ZoomClient(dg.ConfigurableResource):
     max_day_restarts: int = 3
 
     _state: "_ClientState" = PrivateAttr(default_factory=lambda: _ClientState())
+
+    def __repr_args__(self):
+        # The secret never reaches a repr, a log line or a traceback's locals.
+        return [(k, "**********" if k == "client_secret" else v) for k, v in super().__repr_args__()]
 
     # ---- HTTP plumbing -------------------------------------------------------------------
     @property
@@ -228,11 +243,8 @@ class ZoomClient(dg.ConfigurableResource):
                 continue
             status = resp.status_code
             if status == 200:
-                try:
-                    page = orjson.loads(resp.content)
-                except orjson.JSONDecodeError:
-                    page = None
-                if isinstance(page, dict) and isinstance(page.get(RECORDS_KEY) or [], list):
+                page = _parse_page(resp.content)
+                if page is not None:
                     return page
                 last = "a 200 response whose body is not a valid operation-log page"
                 stats.retries += 1
@@ -284,7 +296,7 @@ class ZoomClient(dg.ConfigurableResource):
     def _request_error(day: str, status: int, code: int | None, message: str) -> str:
         if code == 4711:
             return (
-                f"Zoom says the app's token lacks a required scope ({message}). Add the scope "
+                f"Zoom says the app's token lacks a required scope ({message}), so add the scope "
                 "report:read:operation_logs:admin (or report:read:admin) to the Server-to-Server OAuth app."
             )
         if code == 300 and "month" in message.lower():
@@ -421,7 +433,25 @@ class _Failed:
 def _has_older(records: list, threshold: str) -> bool:
     """True if some record's well-formed `time` is strictly older than `threshold`."""
     for rec in records:
-        t = rec.get("time") if isinstance(rec, dict) else None
-        if isinstance(t, str) and len(t) == 20 and t.endswith("Z") and t < threshold:
+        t = zoom_time(rec)
+        if t is not None and t < threshold:
             return True
     return False
+
+
+def _parse_page(body: bytes) -> dict | None:
+    """A page of records, or None for a body that is not one (truncated, or an error object)."""
+    try:
+        page = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Valid JSON that orjson refuses (a lone surrogate escape, a huge integer) is still Zoom's
+        # data: one odd record must not make a whole day uncollectable.
+        try:
+            page = json.loads(body)
+        except ValueError:
+            return None
+    if not isinstance(page, dict) or not isinstance(page.get(RECORDS_KEY) or [], list):
+        return None
+    if RECORDS_KEY not in page and "code" in page:  # an error object dressed as a 200
+        return None
+    return page

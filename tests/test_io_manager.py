@@ -241,8 +241,8 @@ def test_refresh_with_events_arriving_during_the_pass_stays_cheap_and_exact(sim,
 
 
 def _late(day: str, n: int, clock: str) -> dict:
-    return {"action": "Update", "category_type": "Account", "operation_detail": f"Security  - Late event {n}: from On to Off",
-            "operator": "late@example.com", "time": f"{day}T{clock}Z"}
+    return {"action": "Update", "category_type": "Account", "operator": "late@example.com",
+            "operation_detail": f"Security  - Late event {n}: from On to Off", "time": f"{day}T{clock}Z"}
 
 
 def test_late_event_during_a_complete_pass_is_neither_duplicated_nor_missed(sim, zoom_env, bucket, s3):

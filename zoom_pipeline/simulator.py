@@ -243,7 +243,7 @@ class _Day:
     remembers how many synthetic records are strictly newer, which fixes its merged position.
     """
 
-    __slots__ = ("day", "n", "bases", "twins", "mix", "pool_off", "keys", "recs", "newer", "_pos")
+    __slots__ = ("day", "n", "bases", "twins", "spacing", "mix", "pool_off", "keys", "recs", "newer", "_pos")
 
     def __init__(self, day: str, count: int = 0, seed: int = 0, twins: int = 0) -> None:
         if count < 0 or twins < 0 or 2 * twins > count:
@@ -254,6 +254,9 @@ class _Day:
         self.bases = count - twins
         self.mix = _mix((seed & _M64) * 0x100000001B3 ^ dt.date.fromisoformat(day).toordinal())
         self.pool_off = _mix(self.mix) % len(_vocab().pool) if count else 0
+        # Each twin base is jittered back by less than half the gap between twins: evenly spaced twins
+        # fell on page boundaries (multiples of 300), where every pass read them as shifted pages.
+        self.spacing = self.bases // (2 * twins) if twins else 0
         self.keys: list[str] = []  # explicit records' `time`, non-increasing
         self.recs: list[dict] = []
         self.newer: list[int] = []  # per explicit record: synthetic records strictly newer
@@ -264,12 +267,23 @@ class _Day:
         return self.n + len(self.recs)
 
     # -- synthetic sequence ------------------------------------------------------------------------
-    def _twins_before(self, b: int) -> int:
-        # Twin bases are t_k = (2k+1)*B // (2*twins); count those < b in O(1).
-        if not self.twins:
-            return 0
+    def _twin_base(self, k: int) -> int:
+        """Base index of the k-th twin: (2k+1)*B // (2*twins), minus a jitter smaller than `spacing`."""
+        jitter = _mix(self.mix ^ (k + 0x7F4A7C15)) % self.spacing if self.spacing else 0
+        return (2 * k + 1) * self.bases // (2 * self.twins) - jitter
+
+    def _evenly_before(self, b: int) -> int:
+        # Unjittered twin bases (2k+1)*B // (2*twins) below b, in O(1).
         x = 2 * self.twins * b - self.bases
         return 0 if x <= 0 else min(self.twins, -(-x // (2 * self.bases)))
+
+    def _twins_before(self, b: int) -> int:
+        # Twin bases t_k < b, in O(1): the jitter moves each below its even spot by less than the
+        # spacing, so only the last candidate needs a look.
+        if not self.twins:
+            return 0
+        count = self._evenly_before(b + self.spacing)
+        return count - 1 if count and self._twin_base(count - 1) >= b else count
 
     def _sec(self, b: int, h: int) -> int:
         # Base b owns the slot [b, b+1) of B equal slots over the day; jitter inside the slot keeps
@@ -307,7 +321,7 @@ class _Day:
         day, mix, bases, twins = self.day, self.mix, self.bases, self.twins
         scale, n_pool, n_ops, off = bases << _U_BITS, len(pool), len(ops), self.pool_off
         done = self._twins_before(b)
-        next_twin = (2 * done + 1) * bases // (2 * twins) if done < twins else -1
+        next_twin = self._twin_base(done) if done < twins else -1
         last_sec, clock = -1, ""
         append = out.append
         while len(out) < count:
@@ -326,7 +340,7 @@ class _Day:
                 if len(out) < count:
                     append(rec)
                 done += 1
-                next_twin = (2 * done + 1) * bases // (2 * twins) if done < twins else -1
+                next_twin = self._twin_base(done) if done < twins else -1
             b += 1
         return out
 

@@ -61,7 +61,10 @@ class S3Store:
         events = client.meta.events
         events.register("before-parameter-build.s3.PutObject", _if_none_match)
         events.register("before-parameter-build.s3.CompleteMultipartUpload", _if_none_match)
-        self.transfer_config = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
+        # Parts above 16 MiB go multipart, 8 MiB chunks, two in flight: at most ~16 MiB buffered.
+        self.transfer_config = TransferConfig(
+            multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2
+        )
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -174,13 +174,11 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
             written: list[str] = []
             size = records_written = 0
             if ledger.new:
-                name, records_written = self._commit_part(context, store, day, parts, tmp_path, ledger.new)
+                name, records_written, sha = self._commit_part(context, store, day, parts, tmp_path, ledger.new)
                 if name is not None:
                     size = os.path.getsize(tmp_path)
                     written.append(store.uri(self.s3_prefix + day_path(day) + name))
-                    self._write_manifest(
-                        context, store, day, name, file_sha256(tmp_path), size, records_written, ledger, summary
-                    )
+                    self._write_manifest(context, store, day, name, sha, size, records_written, ledger, summary)
             self._heal_manifests(context, store, day, parts)
         except ZoomError as exc:
             # Retrying cannot fix bad credentials, scopes, retention or a spent daily quota.
@@ -250,16 +248,15 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
 
     def _commit_part(
         self, context, store, day, parts: DayParts, tmp_path: str, count: int
-    ) -> tuple[str | None, int]:
+    ) -> tuple[str | None, int, str]:
         """Create the day's next part from `tmp_path`. If a racing run took that number first, drop
-        what its part already holds and try the following number. Returns (part name, records)."""
+        what its part already holds and try the following number. Returns (part name, records, sha256)."""
         for _ in range(20):
             name = part_name(day, parts.next_seq)
+            sha = file_sha256(tmp_path)
             try:
-                store.put_new(
-                    parts.key(name), tmp_path, content_type="application/gzip", sha256=file_sha256(tmp_path)
-                )
-                return name, count
+                store.put_new(parts.key(name), tmp_path, content_type="application/gzip", sha256=sha)
+                return name, count, sha
             except KeyTaken:
                 pass
             latest = self.day_parts(store, self.s3_prefix, day)
@@ -277,7 +274,7 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
             os.replace(filtered, tmp_path)
             parts = latest
             if not count:
-                return None, 0
+                return None, 0, ""
         raise ConcurrentWriteError(f"{day}: kept losing the race for the next part number; retry the run.")
 
     def _read_stored(

@@ -10,6 +10,7 @@ import requests
 from dagster_aws.s3 import S3Resource
 
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
 from zoom_pipeline.zoom_client import ZoomClient
 
@@ -33,9 +34,11 @@ def zoom_client(env: dict, **overrides) -> ZoomClient:
 
 
 def resources(env: dict, *, bucket: str = "", local_dir: str = "", **zoom_overrides) -> dict:
+    store = ZoomStore(s3=S3Resource(), s3_bucket=bucket, local_dir=local_dir or ".")
     return {
         "zoom": zoom_client(env, **zoom_overrides),
-        "zoom_logs_io_manager": ZoomLogsIOManager(s3=S3Resource(), s3_bucket=bucket, local_dir=local_dir or "."),
+        "zoom_store": store,
+        "zoom_logs_io_manager": ZoomLogsIOManager(store=store),
     }
 
 

@@ -83,6 +83,7 @@ def test_dagster_dev_serves_the_pipeline_and_stops_on_sigterm(sim, zoom_env, buc
     assert "zoom_operation_logs_job" in asset["jobNames"]
     assert {c["name"] for c in asset["assetChecksOrError"]["checks"]} == {
         "day_matches_zoom",
+        "day_matches_fresh_listing",
         "yesterday_landed_by_deadline",
     }
 
@@ -110,7 +111,7 @@ def test_dagster_dev_serves_the_pipeline_and_stops_on_sigterm(sim, zoom_env, buc
     assert sorted(
         next(t["value"] for t in r["tags"] if t["key"] == "dagster/asset_partition_range_start") for r in runs
     ) == sorted(days)
-    # The completeness check rode along with each run and reused that run's own pass: no second listing.
+    # The completeness check rode along with each run and compared that run's own pass: no second listing.
     assert sim.stats()["report_calls_by_day"] == {day: 2 for day in days}
     for day in days:
         assert records_of(s3_day(s3, bucket, day)) == canonical(api_listing(sim, zoom_env, day)), day

@@ -18,7 +18,11 @@ def test_definitions_load_with_the_asset_graph():
     graph = defs.resolve_asset_graph()
     assert graph.get_all_asset_keys() == {RAW, UDM}
     assert graph.get(UDM).parent_keys == {RAW}
-    assert {key.name for key in graph.asset_check_keys} == {"yesterday_landed_by_deadline", "day_matches_zoom"}
+    assert {key.name for key in graph.asset_check_keys} == {
+        "yesterday_landed_by_deadline",
+        "day_matches_zoom",
+        "day_matches_fresh_listing",
+    }
 
 
 def test_jobs_schedules_and_sensor_are_present():
@@ -33,18 +37,18 @@ def test_jobs_schedules_and_sensor_are_present():
     assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in repo.schedule_defs)
 
 
-def test_the_day_job_collects_both_assets_per_day_and_no_checks():
+def test_the_day_job_collects_both_assets_per_day_with_only_the_ride_along_check():
     job = defs.resolve_job_def("zoom_operation_logs_job")
     assert job.partitions_def is not None and job.partitions_def.get_last_partition_key() is not None
     assert job.asset_layer.executable_asset_keys == {RAW, UDM}
-    # Checks would add a Zoom listing to every scheduled run.
-    assert not job.asset_layer.asset_graph.asset_check_keys
+    # The fresh listing would add a second Zoom listing to every scheduled run; the ride-along costs none.
+    assert job.asset_layer.asset_graph.asset_check_keys == {dg.AssetCheckKey(RAW, "day_matches_zoom")}
 
 
 def test_zoom_calls_share_one_pool():
     graph = defs.resolve_asset_graph()
     assert graph.assets_def_for_key(RAW).op.pool == ZOOM_API_POOL
-    completeness = dg.AssetCheckKey(RAW, "day_matches_zoom")
+    completeness = dg.AssetCheckKey(RAW, "day_matches_fresh_listing")
     assert graph.assets_def_for_key(completeness).op.pool == ZOOM_API_POOL
 
 

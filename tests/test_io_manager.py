@@ -3,8 +3,10 @@
 import gzip
 from collections import Counter
 
+import dagster as dg
 import orjson
 import pytest
+from dagster_aws.s3 import S3Resource
 
 from tests.helpers import (
     api_listing,
@@ -16,7 +18,9 @@ from tests.helpers import (
     resources,
     s3_day,
 )
-from zoom_pipeline.io_manager import part_name
+from zoom_pipeline.collector import collect
+from zoom_pipeline.day_store import ZoomStore
+from zoom_pipeline.io_manager import ZoomLogsIOManager
 
 
 def test_one_day_lands_in_the_documented_layout(sim, zoom_env, bucket, s3):
@@ -42,7 +46,8 @@ def test_one_day_lands_in_the_documented_layout(sim, zoom_env, bucket, s3):
     assert meta["oldest_event_time"].startswith(day) and meta["newest_event_time"].startswith(day)
     # The manifest lives outside the feed prefix.
     manifests = s3.list_objects_v2(Bucket=bucket, Prefix="zoom/operationlogs-manifests/")["Contents"]
-    [manifest] = [orjson.loads(s3.get_object(Bucket=bucket, Key=m["Key"])["Body"].read()) for m in manifests]
+    [manifest] = [orjson.loads(s3.get_object(Bucket=bucket, Key=m["Key"])["Body"].read())
+                  for m in manifests if m["Key"].endswith(".manifest.json")]
     assert manifest["records"] == 700 and manifest["partition"] == day
 
 
@@ -179,7 +184,7 @@ def test_refresh_while_events_arrive_stores_no_duplicate_and_misses_nothing(sim,
     assert first.success
     meta = output_metadata(first)
     assert meta["pass"].startswith("refresh")
-    assert meta["shifted_repeats_skipped"] > 0
+    assert meta["records_moved_in_listing"] > 0
     stored = records_of(s3_day(s3, bucket, day))
     assert max(stored.values()) == 1
     assert set(canonical(base)) <= set(stored)
@@ -195,7 +200,8 @@ def test_local_directory_default_has_the_same_layout(sim, zoom_env, tmp_path):
     sim.generate_day(day, 50, seed=7)
     result = materialize(day, resources(zoom_env, local_dir=str(tmp_path)))
     assert result.success
-    path = tmp_path / "zoom/operationlogs" / day.replace("-", "/") / part_name(day, 1)
+    name = f"zoom-operationlogs-{day.replace('-', '')}-000001.json.gz"
+    path = tmp_path / "zoom/operationlogs" / day.replace("-", "/") / name
     lines = gzip.decompress(path.read_bytes()).split(b"\n")
     assert lines[-1] == b"" and len(lines) == 51
     assert canonical(orjson.loads(x) for x in lines[:-1]) == canonical(api_listing(sim, zoom_env, day))
@@ -233,7 +239,7 @@ def test_refresh_with_events_arriving_during_the_pass_stays_cheap_and_exact(sim,
     sim.on_report_call(1, day, sim.make_records(day, 120, seed=32, start_time="16:00:00"))
     result = materialize(day, res)
     assert sim.stats()["report_calls"] <= -(-(500 + 120) // 300) + 1
-    assert output_metadata(result)["shifted_repeats_skipped"] == 120
+    assert output_metadata(result)["records_moved_in_listing"] > 0
     assert materialize(day, res).success  # the next refresh picks up the 120 that arrived mid-pass
     stored = records_of(s3_day(s3, bucket, day))
     assert max(stored.values()) == 1
@@ -250,12 +256,17 @@ def test_late_event_during_a_complete_pass_is_neither_duplicated_nor_missed(sim,
     day = days_ago(1)
     sim.set_day(day, sim.make_records(day, 900, seed=50, start_time="23:00:00"))
     sim.on_report_call(1, day, [_late(day, 1, "23:59:59")])  # newest: everything below moves down one
-    result = materialize(day, resources(zoom_env, bucket=bucket))
+    res = resources(zoom_env, bucket=bucket)
+    result = materialize(day, res)
     assert result.success
     stored = records_of(s3_day(s3, bucket, day))
-    assert stored == canonical(api_listing(sim, zoom_env, day))
-    assert max(stored.values()) == 1
-    assert output_metadata(result)["api_calls"] > 4  # the day was read again to check
+    listing = canonical(api_listing(sim, zoom_env, day))
+    assert max(stored.values()) == 1 and not stored - listing  # never more than Zoom lists
+    meta = output_metadata(result)
+    assert meta["api_calls"] == 4 and not meta["day_exact"]  # no re-read in the same run
+    again = materialize(day, res)  # the listing is quiet now: the next complete pass is exact
+    assert records_of(s3_day(s3, bucket, day)) == listing
+    assert output_metadata(again)["day_exact"]
 
 
 def test_identical_twins_across_a_page_boundary_are_both_kept(sim, zoom_env, bucket, s3):
@@ -263,24 +274,35 @@ def test_identical_twins_across_a_page_boundary_are_both_kept(sim, zoom_env, buc
     records = sim.make_records(day, 600, seed=51, start_time="20:00:00")
     records[300] = dict(records[299])  # a genuine twin pair: last of page 1, first of page 2
     sim.set_day(day, records)
-    result = materialize(day, resources(zoom_env, bucket=bucket))
-    assert result.success
+    res = resources(zoom_env, bucket=bucket)
+    first = materialize(day, res)
+    assert first.success
+    stored = records_of(s3_day(s3, bucket, day))
+    assert max(stored.values()) == 1  # no page showed two copies yet: one is stored, the day awaits
+    meta = output_metadata(first)
+    assert meta["api_calls"] == 2 and meta["awaiting_confirmation_groups"] == 1 and not meta["day_exact"]
+    second = materialize(day, res)  # another page size puts the pair on one page
+    meta = output_metadata(second)
+    assert meta["page_size"] != 300 and meta["day_exact"]
     stored = records_of(s3_day(s3, bucket, day))
     assert stored == canonical(records) and max(stored.values()) == 2
-    assert output_metadata(result)["api_calls"] == 4  # 2 pages, read twice: the same straddle both times
 
 
-def test_a_day_that_keeps_moving_stores_each_straddling_record_once_until_it_settles(sim, zoom_env, bucket, s3):
+def test_a_day_that_keeps_moving_stores_each_record_at_most_as_often_as_listed(sim, zoom_env, bucket, s3):
     day = days_ago(1)
     sim.set_day(day, sim.make_records(day, 700, seed=52, start_time="20:00:00"))
     for n, call in enumerate((1, 4, 7, 10)):  # a late event during every pass
         sim.on_report_call(call, day, [_late(day, n, f"23:59:5{n}")])
     res = resources(zoom_env, bucket=bucket)
-    assert materialize(day, res).success
-    stored = records_of(s3_day(s3, bucket, day))
-    assert max(stored.values()) == 1  # never more often than the API lists a record
-    assert materialize(day, res).success  # the day has settled: the next complete pass is exact
+    for _ in range(3):
+        assert materialize(day, res).success
+        stored = records_of(s3_day(s3, bucket, day))
+        assert max(stored.values()) == 1 and not stored - canonical(api_listing(sim, zoom_env, day))
+    sim.clear_faults()
+    for _ in range(2):  # the day has settled: at most two quiet complete passes make it exact
+        result = materialize(day, res)
     assert records_of(s3_day(s3, bucket, day)) == canonical(api_listing(sim, zoom_env, day))
+    assert output_metadata(result)["day_exact"]
 
 
 def test_lone_surrogate_records_are_stored_byte_for_byte(sim, zoom_env, bucket, s3):
@@ -300,9 +322,30 @@ def test_a_part_left_without_its_manifest_gets_one_on_the_next_run(sim, zoom_env
     res = resources(zoom_env, bucket=bucket)
     assert materialize(day, res).success
     prefix = f"zoom/operationlogs-manifests/{day.replace('-', '/')}/"
-    [manifest] = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    [manifest] = [m for m in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+                  if m["Key"].endswith(".manifest.json")]
     s3.delete_object(Bucket=bucket, Key=manifest["Key"])  # as if the run died between part and manifest
     assert materialize(day, res).success
     healed = orjson.loads(s3.get_object(Bucket=bucket, Key=manifest["Key"])["Body"].read())
     assert healed["records"] == 420 and healed["recovered"] is True
     assert healed["oldest_event_time"].startswith(day)
+
+
+def test_a_run_that_lost_the_race_writes_only_what_the_winner_lacks(sim, zoom_env, bucket, s3):
+    """Two passes read the day before either wrote; the later one's part is not identical to the winner's."""
+    day = days_ago(2)
+    sim.generate_day(day, 500, seed=60)
+    zoom = resources(zoom_env, bucket=bucket)["zoom"]
+    store = ZoomStore(s3=S3Resource(), s3_bucket=bucket)
+    days = store.days()
+    winner = collect(zoom, days, day, log=lambda _: None)
+    sim.add_records(day, sim.make_records(day, 7, seed=61))
+    loser = collect(zoom, days, day, log=lambda _: None)  # read the same empty day, listed 7 more
+    io = ZoomLogsIOManager(store=store)
+    for found in (winner, loser):
+        context = dg.build_output_context(asset_key=dg.AssetKey("zoom_operation_logs"), partition_key=day)
+        io.handle_output(context, found)
+    objects = s3_day(s3, bucket, day)
+    assert len(objects) == 2
+    assert records_of(objects) == canonical(api_listing(sim, zoom_env, day))
+    assert [len(lines) - 1 for lines in objects.values()] == [500, 7]

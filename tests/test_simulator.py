@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -245,6 +246,202 @@ def test_on_report_call_shift_repeats_records_across_pages(sim, http):
     flat = [r for p in pages for r in p["operation_logs"]]
     assert len(flat) == 103 and not any(r in flat for r in arrivals)  # arrivals landed behind the cursor
     assert sim.day_records(DAY, 0, 3) == arrivals
+
+
+def same_second_day(sim) -> list[dict]:
+    """A day with large same-second groups (a bulk admin operation): 1,000 records in one second,
+    450 in another, singles around them; every record distinct."""
+    made = sim.make_records(DAY, 1460, seed=21)
+    times = ([f"{DAY}T12:00:0{i}Z" for i in (9, 8, 7)] + [f"{DAY}T12:00:05Z"] * 1000
+             + [f"{DAY}T11:00:00Z"] * 5 + [f"{DAY}T10:30:00Z"] * 450 + [f"{DAY}T09:00:0{i}Z" for i in range(2)])
+    records = [{**r, "time": t} for r, t in zip(made, times, strict=True)]
+    sim.set_day(DAY, records)
+    return sim.day_records(DAY)
+
+
+def test_shuffle_within_second_permutes_each_call(sim, http):
+    day = same_second_day(sim)
+    everything = Counter(json.dumps(r) for r in day)
+    token = mint(sim, http)
+    assert [r for p in page_all(sim, http, token) for r in p["operation_logs"]] == day  # default off
+    assert sim.configure(shuffle_within_second=True)["shuffle_within_second"] is True
+    passes = []
+    for _ in range(3):
+        pages = page_all(sim, http, token)
+        assert [len(p["operation_logs"]) for p in pages] == [300] * 4 + [260]
+        for i, page in enumerate(pages):
+            logs = page["operation_logs"]
+            # One snapshot per call: distinct records of the day, times exactly where the listing has them.
+            served = Counter(json.dumps(r) for r in logs)
+            assert not served - everything and len(served) == len(logs)
+            assert [r["time"] for r in logs] == [r["time"] for r in day[300 * i:300 * i + 300]]
+        flat = [r for p in pages for r in p["operation_logs"]]
+        times = [r["time"] for r in flat]
+        assert times == sorted(times, reverse=True)  # newest first across seconds, pages included
+        assert flat[:3] == day[:3] and flat[-2:] == day[-2:]  # singles keep their place
+        # The 1,000-record second straddles pages: it is permuted whole, then cut, so page 1 holds
+        # records the unshuffled listing has on pages 2-4.
+        later = {json.dumps(r) for r in day[300:1003]}
+        assert sum(json.dumps(r) in later for r in pages[0]["operation_logs"]) > 100
+        passes.append(flat)
+    bulk = [[r for r in flat if r["time"].endswith("12:00:05Z")] for flat in passes]
+    assert bulk[0] != bulk[1] != bulk[2] != bulk[0]  # a fresh order every call
+    # Pages cut the 1,000-record second; each page is a slice of its own call's permutation, so one
+    # pass repeats some of its records and misses others (that is what an offset-paging client sees).
+    assert any(len({json.dumps(r) for r in group}) < 1000 for group in bulk)
+
+    sim.configure(shuffle_seed=7)  # same seed, same call numbers: the same pages
+    sim.reset_stats()
+    first = [r for p in page_all(sim, http, token) for r in p["operation_logs"]]
+    sim.reset_stats()
+    assert [r for p in page_all(sim, http, token) for r in p["operation_logs"]] == first != day
+    sim.configure(shuffle_within_second=False)
+    assert [r for p in page_all(sim, http, token) for r in p["operation_logs"]] == day
+    assert sim.day_records(DAY) == day  # ground truth is never shuffled
+
+
+def test_shuffle_within_second_over_control_endpoint(sim, http):
+    ctl = sim.control_url
+    config = http.post(f"{ctl}/config", json={"shuffle_within_second": True, "shuffle_seed": 3}).json()
+    assert config["shuffle_within_second"] is True and config["shuffle_seed"] == 3
+    assert http.post(f"{ctl}/config", json={"shuffle_within_second": "yes"}).status_code == 400
+    day = same_second_day(sim)
+    token = mint(sim, http)
+    logs = report(sim, http, token, page_size=300).json()["operation_logs"]
+    assert [r["time"] for r in logs] == [r["time"] for r in day[:300]] and logs != day[:300]
+    assert http.post(f"{ctl}/config", json={"shuffle_seed": None}).json()["shuffle_seed"] is None
+
+
+def test_shuffle_within_second_is_fast_on_a_million_record_day(sim, http):
+    sim.generate_day(DAY, 1_000_000, seed=1, twins=50)
+    sim.configure(shuffle_within_second=True)
+    token = mint(sim, http)
+    started, page_token, served = time.perf_counter(), None, []
+    for _ in range(10):
+        body = report(sim, http, token, page_size=300, **({"next_page_token": page_token} if page_token else {})).json()
+        served.extend(body["operation_logs"])
+        page_token = body["next_page_token"]
+    assert time.perf_counter() - started < 2.0
+    truth = sim.day_records(DAY, 0, 3000)
+    assert [r["time"] for r in served] == [r["time"] for r in truth] and served != truth
+    # Only the order inside a second moved: seconds wholly inside one page hold the same records.
+    inner = {r["time"] for r in truth[1:299]} - {truth[0]["time"], truth[299]["time"]}
+    assert (sorted(json.dumps(r) for r in served[:300] if r["time"] in inner)
+            == sorted(json.dumps(r) for r in truth[:300] if r["time"] in inner))
+
+
+def test_late_events_at_position_shift_later_pages(sim, http):
+    sim.generate_day(DAY, 100, seed=4)
+    before = sim.day_records(DAY)
+    # After page 1 (rows 0-29), one late event lands just above row 29, the last row served.
+    sim.late_events(DAY, after_call=1, position=29, count=1, seed=3)
+    pages = page_all(sim, http, mint(sim, http), page_size=30)
+    first, second = pages[0]["operation_logs"], pages[1]["operation_logs"]
+    assert first == before[:30] and second[0] == first[-1] and second[1:] == before[30:59]
+    late = sim.day_records(DAY, 29, 1)
+    assert late[0] not in before and late[0]["time"] == before[29]["time"] and list(late[0]) == KEYS
+    assert sim.day_records(DAY) == before[:29] + late + before[29:]
+    assert not any(r in late for p in pages for r in p["operation_logs"])  # behind the cursor: missed
+
+    # Hundreds of rows back: 4 late events after call 2 push the last 4 rows of page 2 onto page 3.
+    sim.generate_day(DAY, 1000, seed=5)
+    before = sim.day_records(DAY)
+    sim.reset_stats()
+    sim.late_events(DAY, after_call=2, position=150, count=4, seed=1)
+    pages = page_all(sim, http, mint(sim, http), page_size=300)
+    flat = [r for p in pages for r in p["operation_logs"]]
+    assert pages[2]["operation_logs"][:4] == pages[1]["operation_logs"][-4:] and len(flat) == 1004
+    late = sim.day_records(DAY, 150, 4)
+    assert len({json.dumps(r) for r in late}) == 4 and {r["time"] for r in late} == {before[150]["time"]}
+    assert sim.day_records(DAY) == before[:150] + late + before[150:]
+
+
+def test_late_events_inside_a_same_second_group(sim, http):
+    # Explicit day: add_records would put arrivals above the whole group; late_events hits the row.
+    t = f"{DAY}T10:00:00Z"
+    sim.set_day(DAY, [{"action": str(i), "time": t} for i in range(10)] + [{"action": "x", "time": f"{DAY}T09:00:00Z"}])
+    sim.late_events(DAY, after_call=1, position=6, count=2, seed=2)
+    token = mint(sim, http)
+    report(sim, http, token)
+    actions = [r["action"] for r in sim.day_records(DAY)]
+    assert actions[:6] == list("012345") and actions[8:] == list("6789") + ["x"]
+    assert {r["time"] for r in sim.day_records(DAY, 6, 2)} == {t}
+
+    # Generated day: inside a run of synthetic records of one second, then served that way.
+    sim.generate_day(DAY, 300_000, seed=6)
+    before = sim.day_records(DAY, 0, 5000)
+    p = next(i for i in range(2000, 5000) if before[i - 1]["time"] == before[i]["time"] == before[i + 1]["time"])
+    sim.reset_stats()
+    sim.late_events(DAY, after_call=1, position=p, count=2, seed=4)
+    report(sim, http, token)
+    late = sim.day_records(DAY, p, 2)
+    assert all(r not in before and r["time"] == before[p]["time"] for r in late)
+    assert sim.day_records(DAY, p - 100, 200) == before[p - 100:p] + late + before[p:p + 98]
+    assert sim.day_count(DAY) == 300_002
+
+    # twins=True: byte-identical copies of the record at the position (late identical twins).
+    sim.reset_stats()
+    sim.late_events(DAY, after_call=1, position=10, count=1, twins=True)
+    report(sim, http, token)
+    assert sim.day_records(DAY, 10, 2) == [before[10], before[10]] and sim.day_records(DAY, 9, 1) == [before[9]]
+
+
+def test_late_events_over_control_endpoint(sim, http):
+    sim.generate_day(DAY, 100, seed=4)
+    before = sim.day_records(DAY)
+    ctl = sim.control_url
+    spec = {"day": DAY, "after_call": 2, "position": 45, "count": 3, "seed": 9}
+    assert http.post(f"{ctl}/late_events", json=spec).json() == {"ok": True}
+    assert http.post(f"{ctl}/late_events", json={**spec, "after_call": 0}).status_code == 400
+    assert http.post(f"{ctl}/late_events", json={"day": DAY, "position": 1}).status_code == 400
+    assert http.post(f"{ctl}/late_events", json={**spec, "twins": "false"}).status_code == 400
+    pages = page_all(sim, http, mint(sim, http), page_size=25)
+    assert pages[2]["operation_logs"][:3] == pages[1]["operation_logs"][-3:]
+    remote = http.get(f"{ctl}/records", params={"day": DAY, "offset": 45, "limit": 4}).json()["records"]
+    assert remote[3] == before[45] and remote[:3] == sim.day_records(DAY, 45, 3)
+    twin = {**spec, "after_call": 1, "position": 0, "count": 1, "twins": True}
+    sim.reset_stats()
+    assert http.post(f"{ctl}/late_events", json=twin).status_code == 200
+    report(sim, http, mint(sim, http))
+    assert sim.day_records(DAY, 0, 2) == [before[0], before[0]]
+
+
+def test_raw_invalid_utf8_byte_inside_a_record(sim, http):
+    records = sim.make_records(DAY, 3, seed=1)
+    raw = {**records[1], "operator": b"ops\xffadmin@acme-corp.com"}
+    sim.set_day(DAY, [records[0], raw, records[2]])
+    token = mint(sim, http)
+    r = report(sim, http, token)
+    assert r.status_code == 200 and r.headers["Content-Length"] == str(len(r.content))
+    assert b'"operator":"ops\xffadmin@acme-corp.com","time":"' + records[1]["time"].encode() in r.content
+    with pytest.raises(UnicodeDecodeError):
+        r.content.decode("utf-8")
+    body = json.loads(r.content.decode("utf-8", "replace"))
+    assert body["operation_logs"] == [records[0], {**records[1], "operator": "ops\ufffdadmin@acme-corp.com"},
+                                      records[2]]
+    assert list(body) == ["from", "to", "page_size", "next_page_token", "operation_logs"]
+    assert sim.day_records(DAY)[1] == raw  # ground truth keeps the bytes
+
+    # Merged into a generated day, shuffled, or cut by a truncated body: still raw, never a 500.
+    sim.generate_day(DAY, 50, seed=2)
+    sim.add_records(DAY, [{**raw, "time": f"{DAY}T23:59:59Z"}])
+    sim.configure(shuffle_within_second=True)
+    sim.inject("truncated_body")
+    assert report(sim, http, token).status_code == 200
+    first = report(sim, http, token, page_size=5).content
+    assert first.count(b"ops\xffadmin") == 1
+    assert len(json.loads(first.decode("utf-8", "replace"))["operation_logs"]) == 5
+
+
+def test_raw_bytes_over_control_endpoint(sim, http):
+    ctl = sim.control_url
+    rec = {**sim.make_records(DAY, 1, seed=3)[0], "operator": {"raw": "ops\u00ffadmin@acme-corp.com"}}
+    assert http.post(f"{ctl}/day", json={"day": DAY, "records": [rec]}).status_code == 200
+    assert sim.day_records(DAY)[0]["operator"] == b"ops\xffadmin@acme-corp.com"
+    assert http.get(f"{ctl}/records", params={"day": DAY}).json()["records"] == [rec]  # same form back
+    body = report(sim, http, mint(sim, http)).content
+    assert b'"operator":"ops\xffadmin@acme-corp.com"' in body
+    assert http.post(f"{ctl}/add", json={"day": DAY, "records": [{"operator": {"raw": "\u20ac"}}]}).status_code == 400
 
 
 def test_retention_and_date_validation(sim, http):

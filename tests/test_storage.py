@@ -27,9 +27,8 @@ def test_put_new_creates_once_and_repeats_are_idempotent(store, tmp_path):
     other, other_sha = write(tmp_path, "b", b"second")
     with pytest.raises(KeyTaken):
         store.put_new("p/2026/11/20/x.json.gz", other, content_type="application/gzip", sha256=other_sha)
-    [obj] = store.list("p/2026/11/20/")
-    assert obj.key == "p/2026/11/20/x.json.gz"
-    with store.open(obj.key) as body:
+    assert store.list("p/2026/11/20/") == ["p/2026/11/20/x.json.gz"]
+    with store.open("p/2026/11/20/x.json.gz") as body:
         assert body.read() == b"first"
 
 

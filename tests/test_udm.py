@@ -7,6 +7,7 @@ never computed by the code under test. The operation_detail strings of notes §5
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -24,6 +25,7 @@ from zoom_pipeline.udm import (
     ParsedDetail,
     Rule,
     coverage,
+    map_line,
     parse_operation_detail,
     product_log_id,
     to_udm_event,
@@ -2186,3 +2188,390 @@ def test_same_record_same_event() -> None:
     record = {"time": "2026-11-14T01:01:11Z", "operation_detail": "Change Role  - a@b.co: from A to B"}
     first = to_udm_event(record, log_id=LOG_ID, fallback_time=FALLBACK)
     assert to_udm_event(dict(record), log_id=LOG_ID, fallback_time=FALLBACK) == first
+
+
+# ---- map_line: one stored raw line -> one UDM event line -----------------------------------------------
+
+# Expected ids are written from the definition (sha256 of the stored line, NUL, occurrence), not by
+# calling product_log_id.
+
+
+def _id(line: bytes, occurrence: int = 0) -> str:
+    return hashlib.sha256(line.rstrip(b"\r\n") + b"\x00" + str(occurrence).encode()).hexdigest()[:32]
+
+
+def _meta(line: bytes, timestamp: str, event_type: str = "USER_UNCATEGORIZED", **more: str) -> dict:
+    return {
+        "productLogId": _id(line),
+        "eventTimestamp": timestamp,
+        "eventType": event_type,
+        "vendorName": "ZOOM",
+        "productName": "ZOOM_OPERATION_LOGS",
+        "logType": "ZOOM_OPERATION_LOGS",
+        **more,
+    }
+
+
+def _old_transform(line: bytes, occurrence: int) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
+    """What assets.udm_line_transform(FALLBACK) did before map_line replaced it (kept verbatim)."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = line.decode("utf-8", "replace")
+    event, problems = to_udm_event(record, log_id=product_log_id(line, occurrence), fallback_time=FALLBACK)
+    return orjson.dumps(event), problems, coverage(event)
+
+
+def _encode_record(record: object) -> bytes:
+    """How the collector stores a record (ledger.encode_record): orjson, else ASCII-escaped stdlib JSON."""
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode()
+
+
+ORDINARY_LINE = (
+    b'{"time":"2026-11-14T01:01:11Z","operator":"admin@example.com","category_type":"User",'
+    b'"action":"Update","operation_detail":"Update User jane@example.com  - Job Title: from Engineer to '
+    b'Staff Engineer"}'
+)
+
+
+def test_map_line_ordinary_line_golden() -> None:
+    line, problems, covered = map_line(ORDINARY_LINE, 0, FALLBACK)
+    assert line == (
+        b'{"metadata":{"productLogId":"' + _id(ORDINARY_LINE).encode() + b'",'
+        b'"eventTimestamp":"2026-11-14T01:01:11Z",'
+        b'"eventType":"USER_UNCATEGORIZED","vendorName":"ZOOM","productName":"ZOOM_OPERATION_LOGS",'
+        b'"logType":"ZOOM_OPERATION_LOGS","productEventType":"Update",'
+        b'"description":"Update User jane@example.com  - Job Title: from Engineer to Staff Engineer"},'
+        b'"principal":{"user":{"emailAddresses":["admin@example.com"]}},'
+        b'"target":{"user":{"emailAddresses":["jane@example.com"],"title":"Staff Engineer"}},'
+        b'"additional":{"category_type":"User"}}'
+    )
+    assert problems == ()
+    assert covered == ("target.user.emailAddresses", "target.user.title")
+    assert (line, problems, covered) == _old_transform(ORDINARY_LINE, 0)
+
+
+def test_map_line_keeps_the_output_of_the_transform_it_replaces() -> None:
+    # Every line orjson reads exactly (no lone surrogate, no integer beyond 64 bits) maps as before.
+    rng = random.Random(20261120)
+    lines = [_encode_record(p.values[0]) for p in GOLDEN] + [_encode_record(_random_record(rng)) for _ in range(3000)]
+    compared = 0
+    for n, line in enumerate(lines):
+        try:
+            orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if _has(json.loads(line), _is_big):
+            continue  # orjson reads it as a float: the defect map_line fixes
+        assert map_line(line, n % 3, FALLBACK) == _old_transform(line, n % 3), line
+        compared += 1
+    assert compared > 500
+
+
+LONE_SURROGATE_LINE = (
+    b'{"operator":"ops\\ud800@x.com","action":"Update","time":"2026-11-20T10:00:00Z","category_type":"User",'
+    b'"operation_detail":"Update User jane@example.com  - Job Title: set to Staff"}'
+)
+
+
+def test_map_line_lone_surrogate_golden() -> None:
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(LONE_SURROGATE_LINE)  # the defect: orjson refuses what the standard library reads
+    json.loads(LONE_SURROGATE_LINE)
+    line, problems, covered = map_line(LONE_SURROGATE_LINE, 0, FALLBACK)
+    expected = {
+        "metadata": _meta(
+            LONE_SURROGATE_LINE,
+            "2026-11-20T10:00:00Z",
+            productEventType="Update",
+            description="Update User jane@example.com  - Job Title: set to Staff",
+        ),
+        "principal": {"user": {"emailAddresses": ["ops\ufffd@x.com"]}},
+        "target": {"user": {"emailAddresses": ["jane@example.com"], "title": "Staff"}},
+        "additional": {"category_type": "User"},
+    }
+    assert orjson.loads(line) == expected
+    assert line == orjson.dumps(expected)
+    assert b'"emailAddresses":["ops\xef\xbf\xbd@x.com"]' in line  # U+FFFD, as UTF-8
+    line.decode("utf-8")
+    assert problems == ("lone_surrogate",)
+    assert covered == ("target.user.emailAddresses", "target.user.title")
+
+
+@pytest.mark.parametrize(
+    ("raw", "operator"),
+    [
+        pytest.param(rb'"a\udfffb"', "a\ufffdb", id="lone-low"),
+        pytest.param(rb'"a\uD800\uD800b"', "a\ufffd\ufffdb", id="two-highs-upper-case-hex"),
+        pytest.param(rb'"a\ud83d\ude80\ud800"', "a\U0001f680\ufffd", id="pair-kept-lone-replaced"),
+        pytest.param(rb'"a\\ud800"', "a\\ud800", id="escaped-backslash-is-no-escape"),
+        pytest.param(rb'"a\\\ud800"', "a\\\ufffd", id="escaped-backslash-then-lone"),
+        pytest.param(rb'"\u00e9\n\ud800"', "\u00e9\n\ufffd", id="other-escapes-kept"),
+    ],
+)
+def test_map_line_lone_surrogate_escapes(raw: bytes, operator: str) -> None:
+    line = b'{"time":"2026-11-20T10:00:00Z","operator":' + raw + b"}"
+    out, problems, _ = map_line(line, 0, FALLBACK)
+    assert orjson.loads(out) == {
+        "metadata": _meta(line, "2026-11-20T10:00:00Z"),
+        "principal": {"user": {"userid": operator}},
+    }
+    assert problems == (("lone_surrogate",) if "\ufffd" in operator else ())
+
+
+def test_map_line_lone_surrogate_in_a_key_and_in_a_non_object() -> None:
+    line = b'{"x\\ud800":1,"action":"Update"}'
+    out, problems, _ = map_line(line, 0, FALLBACK)
+    assert orjson.loads(out) == {
+        "metadata": _meta(line, "2026-11-14T00:00:00Z", "GENERIC_EVENT", productEventType="Update")
+    }
+    assert problems == ("lone_surrogate", "time_missing")
+    line = b'["a\\ud800"]'
+    out, problems, _ = map_line(line, 0, FALLBACK)
+    assert orjson.loads(out) == {
+        "metadata": _meta(line, "2026-11-14T00:00:00Z", "GENERIC_EVENT", description='["a\ufffd"]')
+    }
+    assert problems == ("lone_surrogate", "not_an_object", "time_missing")
+
+
+def test_map_line_ids_are_those_of_the_exact_stored_bytes() -> None:
+    other = LONE_SURROGATE_LINE.replace(b"\\ud800", b"\\udbff")
+    first, second = map_line(LONE_SURROGATE_LINE, 0, FALLBACK)[0], map_line(other, 0, FALLBACK)[0]
+    assert orjson.loads(first)["metadata"]["productLogId"] == _id(LONE_SURROGATE_LINE)
+    assert orjson.loads(second)["metadata"]["productLogId"] == _id(other) != _id(LONE_SURROGATE_LINE)
+    assert first.replace(_id(LONE_SURROGATE_LINE).encode(), b"") == second.replace(_id(other).encode(), b"")
+
+
+BIG = "123456789012345678901234567890"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected", "problems"),
+    [
+        pytest.param(
+            b'{"operator":"admin@example.com","action":"Update","time":"2026-11-20T10:00:00Z","meeting":'
+            + BIG.encode()
+            + b"}",
+            {
+                "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Update"),
+                "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+            },
+            ("big_number",),
+            id="unmapped-field",
+        ),
+        pytest.param(
+            b'{"operator":' + BIG.encode() + b',"action":"Update","time":"2026-11-20T10:00:00Z"}',
+            {
+                "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Update"),
+                "principal": {"user": {"userid": BIG}},  # exact, not 1.2345678901234568e+29
+            },
+            ("big_number", "non_string_value"),
+            id="mapped-field-exact",
+        ),
+        pytest.param(
+            b'{"action":-9223372036854775809,"time":"2026-11-20T10:00:00Z"}',
+            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="-9223372036854775809")},
+            ("big_number", "non_string_value"),
+            id="below-int64",
+        ),
+        pytest.param(
+            b'{"action":18446744073709551615,"time":"2026-11-20T10:00:00Z"}',
+            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="18446744073709551615")},
+            ("non_string_value",),
+            id="uint64-max-is-not-big",
+        ),
+        pytest.param(
+            b'{"action":"' + b"9" * 30 + b'","time":"2026-11-20T10:00:00Z"}',
+            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="9" * 30)},
+            (),
+            id="long-digits-in-a-string",
+        ),
+        pytest.param(
+            b'{"action":' + b"7" * 5000 + b',"time":"2026-11-20T10:00:00Z"}',
+            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="7" * 5000)},
+            ("big_number", "non_string_value"),
+            id="beyond-python-int-digits",
+        ),
+        pytest.param(
+            b'{"action":-1.5e400,"time":"2026-11-20T10:00:00Z","x":1e400}',
+            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="-1.5e400")},
+            ("big_number", "non_string_value"),
+            id="beyond-double",
+        ),
+        pytest.param(
+            b'{"operator":"ops\\ud800@x.com","x":' + BIG.encode() + b"}",
+            {
+                "metadata": _meta(b"", "2026-11-14T00:00:00Z"),
+                "principal": {"user": {"emailAddresses": ["ops\ufffd@x.com"]}},
+            },
+            ("lone_surrogate", "big_number", "time_missing"),
+            id="both",
+        ),
+    ],
+)
+def test_map_line_big_numbers(line: bytes, expected: dict, problems: tuple[str, ...]) -> None:
+    expected["metadata"]["productLogId"] = _id(line)
+    out, got, _ = map_line(line, 0, FALLBACK)
+    assert orjson.loads(out) == expected
+    assert out == orjson.dumps(expected)
+    assert got == problems
+
+
+def test_map_line_replacement_characters_map_normally() -> None:
+    # The collector stored U+FFFD where Zoom sent bytes that are not UTF-8: ordinary text by then.
+    line = (
+        '{"time":"2026-11-20T10:00:00Z","operator":"op\ufffd@example.com","action":"Upd\ufffdte",'
+        '"operation_detail":"Update User j\ufffd@example.com  - Job Title: set to \ufffd\ufffd"}'
+    ).encode()
+    out, problems, covered = map_line(line, 0, FALLBACK)
+    assert orjson.loads(out) == {
+        "metadata": _meta(
+            line,
+            "2026-11-20T10:00:00Z",
+            productEventType="Upd\ufffdte",
+            description="Update User j\ufffd@example.com  - Job Title: set to \ufffd\ufffd",
+        ),
+        "principal": {"user": {"emailAddresses": ["op\ufffd@example.com"]}},
+        "target": {"user": {"emailAddresses": ["j\ufffd@example.com"], "title": "\ufffd\ufffd"}},
+    }
+    assert problems == ()
+    assert covered == ("target.user.emailAddresses", "target.user.title")
+
+
+def test_map_line_bytes_that_are_not_utf8_are_replaced_and_flagged() -> None:
+    line = b'{"time":"2026-11-20T10:00:00Z","action":"Upd\xffte","operator":"a\xc3@example.com"}'
+    out, problems, _ = map_line(line, 0, FALLBACK)
+    assert orjson.loads(out) == {
+        "metadata": _meta(line, "2026-11-20T10:00:00Z", productEventType="Upd\ufffdte"),
+        "principal": {"user": {"emailAddresses": ["a\ufffd@example.com"]}},
+    }
+    assert problems == ("invalid_utf8",)
+
+
+@pytest.mark.parametrize(
+    ("line", "description"),
+    [
+        pytest.param(b"not json at all", '"not json at all"', id="text"),
+        pytest.param(
+            b'{"time":"2026-11-20T10:00:00Z","action":"Upd',
+            '"{\\"time\\":\\"2026-11-20T10:00:00Z\\",\\"action\\":\\"Upd"',
+            id="truncated",
+        ),
+        pytest.param(b"", '""', id="empty"),
+        pytest.param(b'{"action":"Update"} {}', '"{\\"action\\":\\"Update\\"} {}"', id="two-values"),
+        pytest.param(b'{"action":NaN}', '"{\\"action\\":NaN}"', id="nan"),
+        pytest.param(b'{"action":-Infinity}', '"{\\"action\\":-Infinity}"', id="infinity"),
+        pytest.param(b"\xef\xbb\xbf{}", '"\ufeff{}"', id="bom"),
+        pytest.param(b'{"a":"\\ud800"', '"{\\"a\\":\\"\\\\ud800\\""', id="lone-surrogate-but-truncated"),
+        pytest.param(b"bad \xff bytes", '"bad \ufffd bytes"', id="text-not-utf8"),
+        pytest.param(b'["Update User a@example.com",1]', '["Update User a@example.com",1]', id="list"),
+        pytest.param(b"42", "42", id="number"),
+        pytest.param(b'"a string"', '"a string"', id="string"),
+        pytest.param(b"null", "null", id="null"),
+        pytest.param(b"[" + BIG.encode() + b"]", "[" + BIG + "]", id="list-with-big-number"),
+    ],
+)
+def test_map_line_not_an_object(line: bytes, description: str) -> None:
+    out, problems, covered = map_line(line, 0, FALLBACK)
+    assert b"\n" not in out
+    assert orjson.loads(out) == {
+        "metadata": _meta(line, "2026-11-14T00:00:00Z", "GENERIC_EVENT", description=description)
+    }
+    assert "not_an_object" in problems and set(problems) <= {"not_an_object", "time_missing", "big_number"}
+    assert covered == ()
+    if "big" not in description and not line.startswith(b"["):
+        assert (out, problems, covered) == _old_transform(line, 0)  # as before the move
+
+
+def test_map_line_occurrence_changes_only_the_id() -> None:
+    for line in (ORDINARY_LINE, LONE_SURROGATE_LINE, b"not json"):
+        outs = [map_line(line, n, FALLBACK) for n in range(3)]
+        ids = [orjson.loads(out)["metadata"]["productLogId"] for out, _, _ in outs]
+        assert ids == [_id(line, 0), _id(line, 1), _id(line, 2)]
+        assert len({out.replace(i.encode(), b"") for (out, _, _), i in zip(outs, ids, strict=True)}) == 1
+        assert len({(problems, covered) for _, problems, covered in outs}) == 1
+
+
+def _fffd(value: object) -> object:
+    """`value` with every lone surrogate replaced by U+FFFD, keys included."""
+    if isinstance(value, str):
+        return re.sub("[\ud800-\udfff]", "\ufffd", value)
+    if isinstance(value, list):
+        return [_fffd(v) for v in value]
+    if isinstance(value, dict):
+        return {_fffd(k): _fffd(v) for k, v in value.items()}
+    return value
+
+
+def _is_big(value: object) -> bool:
+    return type(value) is int and not -(2**63) <= value < 2**64
+
+
+def _has(value: object, test) -> bool:
+    if isinstance(value, list):
+        return any(_has(v, test) for v in value)
+    if isinstance(value, dict):
+        return any(_has(k, test) or _has(v, test) for k, v in value.items())
+    return test(value)
+
+
+def test_fuzz_map_line_maps_stored_records_like_to_udm_event() -> None:
+    rng = random.Random(112026)
+    surrogates = bigs = 0
+    for n in range(3000):
+        record = _random_record(rng)
+        line = _encode_record(record)
+        out, problems, covered = map_line(line, n % 2, FALLBACK)
+        lone = _has(record, lambda v: isinstance(v, str) and re.search("[\ud800-\udfff]", v) is not None)
+        big = _has(record, _is_big)
+        surrogates, bigs = surrogates + lone, bigs + big
+        expected, expected_problems = to_udm_event(_fffd(record), log_id=_id(line, n % 2), fallback_time=FALLBACK)
+        assert orjson.loads(out) == expected
+        assert out == orjson.dumps(expected)
+        assert [p for p in problems if p not in ("lone_surrogate", "big_number")] == list(expected_problems)
+        assert ("lone_surrogate" in problems) == lone
+        assert ("big_number" in problems) == big
+        assert covered == coverage(expected)
+    assert surrogates > 100 and bigs > 100
+
+
+def test_fuzz_map_line_one_valid_event_per_line_and_never_raises() -> None:
+    rng = random.Random(5)
+    lines = [ORDINARY_LINE, LONE_SURROGATE_LINE]
+    for _ in range(3000):
+        base = bytearray(_encode_record(_random_record(rng)) if rng.random() < 0.8 else rng.choice(lines))
+        for _ in range(rng.randint(0, 3)):
+            kind = rng.randrange(4)
+            at = rng.randrange(len(base) + 1)
+            if kind == 0:
+                del base[at:]
+            elif kind == 1:
+                base[at:at] = bytes([rng.randrange(256)])
+            elif kind == 2:
+                base[at:at] = rng.choice((b"\\ud800", b"\\", b'"', b"\xff", b"\xef\xbf\xbd", b"9" * 25, b"\r"))
+            elif base:
+                del base[min(at, len(base) - 1)]
+        lines.append(bytes(base).replace(b"\n", b""))  # a stored line never holds a line feed
+    lines += [bytes(rng.randrange(256) for _ in range(rng.randint(0, 80))).replace(b"\n", b"") for _ in range(500)]
+    for n, line in enumerate(lines):
+        out, problems, covered = map_line(line, n, FALLBACK)
+        event = orjson.loads(out.decode("utf-8"))  # valid UTF-8, valid JSON, one line
+        assert b"\n" not in out and isinstance(event, dict)
+        metadata = event["metadata"]
+        assert metadata["productLogId"] == _id(line, n)
+        assert RFC3339.fullmatch(metadata["eventTimestamp"])
+        _assert_no_empty_values(event)
+        assert set(problems) <= set(PROBLEMS) and len(set(problems)) == len(problems)
+        assert covered == coverage(event)
+        try:
+            is_object = isinstance(json.loads(line.decode("utf-8", "replace")), dict)
+        except (ValueError, RecursionError):
+            is_object = False
+        assert ("not_an_object" in problems) == (not is_object), line
+
+
+def test_map_line_problem_tags_are_listed() -> None:
+    assert {"lone_surrogate", "big_number", "invalid_utf8"} <= set(PROBLEMS)

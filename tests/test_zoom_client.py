@@ -10,7 +10,7 @@ from zoom_pipeline.zoom_client import RESTART, ZoomDailyLimitError, ZoomError
 
 
 def records(day_pass, **kw) -> list[dict]:
-    return [r for page in day_pass.pages(**kw) if page is not RESTART for r in page]
+    return [r for page in day_pass.pages(**kw) if page is not RESTART for r in page.records]
 
 
 @pytest.mark.parametrize("style", ["empty", "null", "missing"])

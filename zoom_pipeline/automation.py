@@ -1,10 +1,13 @@
-"""What runs the pipeline on its own: the day-by-day job, the daily schedule and the 15-minute sensor."""
+"""What runs the pipeline on its own: the day-by-day job, the daily schedule, the 15-minute sensor,
+and the jobs and schedule of the checks."""
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR, zoom_fresh_listing_check
+from zoom_pipeline.constants import RAW_ASSET_KEY, YESTERDAY_LANDED
 from zoom_pipeline.partitions import daily_partitions
 
 DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
@@ -21,10 +24,13 @@ UNFINISHED_RUN_STATUSES = [
     dg.DagsterRunStatus.CANCELING,
 ]
 
-# Partitioning is inferred from the two assets (both daily); each run is one day.
+# Partitioning is inferred from the two assets (both daily); each run is one day. The ride-along check
+# comes with the raw asset; the fresh listing (a second full pass) and the freshness check do not.
 zoom_operation_logs_job = dg.define_asset_job(
     "zoom_operation_logs_job",
-    selection=dg.AssetSelection.assets(zoom_operation_logs, zoom_operation_logs_udm).without_checks(),
+    selection=dg.AssetSelection.assets(zoom_operation_logs, zoom_operation_logs_udm)
+    - dg.AssetSelection.checks(zoom_fresh_listing_check)
+    - dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED)),
     description="Collect one UTC day of Zoom operation logs and normalize them to UDM.",
 )
 
@@ -104,3 +110,30 @@ def zoom_today_sensor(context: dg.SensorEvaluationContext):
             "the next tick after it finishes requests today again."
         )
     return dg.RunRequest(run_key=today_run_key(now), partition_key=today, tags=AUTOMATION_RUN_TAGS)
+
+
+zoom_freshness_job = dg.define_asset_job(
+    "zoom_freshness_job",
+    selection=dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED)),
+    description="Evaluate whether yesterday's Zoom operation logs landed by the deadline.",
+)
+
+
+def build_zoom_freshness_schedule(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR) -> dg.ScheduleDefinition:
+    # Before the deadline the check can only say "not due"; from it until midnight, hourly, so a late
+    # landing turns the check green within the hour.
+    return dg.ScheduleDefinition(
+        name="zoom_freshness_schedule",
+        job=zoom_freshness_job,
+        cron_schedule=f"5 {deadline_hour}-23 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Hourly from {deadline_hour:02d}:05 UTC: did yesterday's operation logs land on time?",
+    )
+
+
+zoom_completeness_job = dg.define_asset_job(
+    "zoom_completeness_job",
+    selection=dg.AssetSelection.checks(zoom_fresh_listing_check),
+    description="List one finished day from Zoom again and compare it, copy for copy, with what storage holds.",
+)

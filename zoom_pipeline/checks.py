@@ -1,25 +1,262 @@
-"""Checks on zoom_operation_logs: did yesterday land on time, and does a stored day still match Zoom."""
+"""Checks on zoom_operation_logs: does a stored day match Zoom, record by record, and did yesterday land.
 
-import gzip
-from array import array
-from collections.abc import Mapping
+- `day_matches_zoom` rides along every materialization (the raw asset yields it once its part is
+  stored): what this run listed against what storage holds now, digest by digest, at no extra call.
+- `day_matches_fresh_listing` lists a finished day again (nothing is written) and compares it the
+  same way; `zoom_completeness_job` runs it for one day.
+- `yesterday_landed_by_deadline`: a complete pass over yesterday landed before the deadline hour.
+
+A drift says how many stored copies are *extra* (a page of the listing proves Zoom has fewer:
+damage), how many listed copies are *missing* (a page proves Zoom has more), and how many records
+*await confirmation* (a page boundary cut their second's group, so no page proved its content yet).
+"""
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 import dagster as dg
-import orjson
 
-from zoom_pipeline.assets import validate_day, zoom_operation_logs
-from zoom_pipeline.constants import PART_SUFFIX, ZOOM_API_POOL
-from zoom_pipeline.io_manager import StoredDay, ZoomLogsIOManager, day_path
-from zoom_pipeline.ledger import StoredMultiset, encode_record, line_digest
-from zoom_pipeline.partitions import daily_partitions
-from zoom_pipeline.zoom_client import RESTART, ZoomClient, ZoomError
+from zoom_pipeline.collector import CollectedDay, collect, is_complete
+from zoom_pipeline.confirmation import proven_by
+from zoom_pipeline.constants import (
+    DAY_MATCHES_FRESH_LISTING,
+    DAY_MATCHES_ZOOM,
+    RAW_ASSET_KEY,
+    YESTERDAY_LANDED,
+    ZOOM_API_POOL,
+)
+from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
+from zoom_pipeline.ledger import line_digests, line_time
+from zoom_pipeline.partitions import daily_partitions, validate_day
+from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 
 DEFAULT_FRESHNESS_DEADLINE_HOUR = 3
-YESTERDAY_LANDED = "yesterday_landed_by_deadline"
-DAY_MATCHES_ZOOM = "day_matches_zoom"
-# Written by the IO manager on each materialization; "complete" means the pass began after the day ended.
+# Written by the raw asset on each materialization; "complete" means the pass began after the day ended.
 COMPLETE_PASS = "complete"
+EXAMPLES = 3
+
+
+@dataclass
+class Drift:
+    """How a stored day differs from a listing of it."""
+
+    missing: int = 0
+    extra: int = 0
+    unproven: int = 0  # stored copies the listing did not show, in groups it could not prove
+    awaiting_records: int = 0
+    awaiting_groups: int = 0
+    missing_examples: list[bytes] = field(default_factory=list)
+    extra_examples: list[bytes] = field(default_factory=list)
+    parts_without_manifest: list[str] = field(default_factory=list)
+    parts_not_matching_manifest: list[str] = field(default_factory=list)
+
+
+def _surplus(days: DayStore, parts: DayParts, found: CollectedDay, proven: Callable[[str | None], bool],
+             drift: Drift) -> None:
+    """Sort the stored copies no page showed into extra (their group is proven) and unproven."""
+    unshown = Counter(found.ledger.stored.unaccounted())
+    if not unshown:
+        return
+    for name in parts.names:
+        batch: list[bytes] = []
+        for line in days.lines(parts, name):
+            batch.append(line)
+            if len(batch) == 1000:
+                _sort_batch(batch, unshown, proven, drift)
+                batch = []
+        _sort_batch(batch, unshown, proven, drift)
+        if not unshown:
+            return
+
+
+def _sort_batch(batch: list[bytes], unshown: Counter, proven, drift: Drift) -> None:
+    for line, d in zip(batch, line_digests(batch), strict=True):
+        copies = unshown.pop(d, 0)
+        if not copies:
+            continue
+        if proven(line_time(line)):
+            drift.extra += copies
+            if len(drift.extra_examples) < EXAMPLES:
+                drift.extra_examples.append(line)
+        else:
+            drift.unproven += copies
+
+
+def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
+    """What this run listed against what storage holds now that its part is stored."""
+    drift = Drift()
+    after = days.parts(found.day)
+    manifests = days.manifests(found.day)
+    drift.parts_without_manifest = [n for n in after.names if n not in manifests]
+    if found.part is not None:
+        added = tuple(n for n in after.names if n not in found.parts_before.names)
+        if not any(manifests.get(n, {}).get("sha256") == found.part.sha256 for n in added):
+            # Not our part as written (a racing run wrote first): count what of ours is stored.
+            theirs = days.digest(DayParts(after.folder, added)).multiset
+            taken: Counter = Counter()
+            for d in found.ledger.written.all:
+                taken[d] += 1
+                if taken[d] > theirs.count(d):
+                    drift.missing += 1
+    _surplus(days, found.parts_before, found, proven_by(found.previous_state, found.ledger), drift)
+    if found.state is not None:
+        drift.awaiting_records = found.state.awaiting_records
+        drift.awaiting_groups = len(found.state.awaiting)
+    return drift
+
+
+def fresh_listing_drift(days: DayStore, found: CollectedDay) -> Drift:
+    """A listing made without writing (`collect(write=False)`) against what storage holds."""
+    drift = Drift(missing=found.ledger.new, missing_examples=list(found.missing_examples))
+    _surplus(days, found.parts_before, found, proven_by(found.previous_state, found.ledger), drift)
+    cut = found.ledger.unconfirmed
+    if not found.ledger.clean:
+        drift.awaiting_records = sum(g.records for g in cut)
+        drift.awaiting_groups = len(cut)
+    manifests = days.manifests(found.day)
+    stored = days.digest(found.parts_before)  # lines per part, for the manifests
+    drift.parts_without_manifest = [n for n in found.parts_before.names if n not in manifests]
+    drift.parts_not_matching_manifest = [
+        n for n in found.parts_before.names
+        if n in manifests and manifests[n].get("records") != stored.lines_per_part.get(n)
+    ]
+    return drift
+
+
+def _show(lines: list[bytes]) -> list[str]:
+    return [line[:300].decode("utf-8", "replace") for line in lines]
+
+
+def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, api_calls: int,
+                 prefix: str) -> dg.AssetCheckResult:
+    """The check's verdict: ERROR on extra or missing copies, WARN while records await confirmation or a
+    part's manifest is off, passed otherwise."""
+    metadata = {
+        "day": day,
+        "compared": compared,
+        "zoom_records_listed": found.ledger.listed,
+        "stored_records_before": found.stored_before,
+        "missing_copies": drift.missing,
+        "extra_copies": drift.extra,
+        "unproven_stored_copies": drift.unproven,
+        "awaiting_confirmation_records": drift.awaiting_records,
+        "awaiting_confirmation_groups": drift.awaiting_groups,
+        "missing_examples": dg.MetadataValue.json(_show(drift.missing_examples)),
+        "extra_examples": dg.MetadataValue.json(_show(drift.extra_examples)),
+        "parts_without_manifest": dg.MetadataValue.json(drift.parts_without_manifest),
+        "parts_not_matching_manifest": dg.MetadataValue.json(drift.parts_not_matching_manifest),
+        "api_calls": api_calls,
+        "prefix": prefix,
+    }
+    if drift.missing or drift.extra:
+        return dg.AssetCheckResult(
+            check_name=None, passed=False, metadata=metadata,
+            description=(
+                f"{day} drifted from Zoom: {drift.missing} listed copies are not stored (a later run of the day "
+                f"adds records that arrived late) and {drift.extra} stored copies are more than Zoom lists "
+                "(damage: an object changed or added outside the pipeline)."
+            ),
+        )
+    if drift.awaiting_records or drift.unproven or drift.parts_without_manifest or drift.parts_not_matching_manifest:
+        notes = []
+        if drift.awaiting_records or drift.unproven:
+            notes.append(
+                f"{drift.awaiting_records} record(s) in {drift.awaiting_groups} same-second group(s) await "
+                "confirmation (a page boundary cut each group with a record on both sides); the next complete "
+                "pass reads the day with a page size that keeps them whole"
+            )
+        if drift.parts_without_manifest or drift.parts_not_matching_manifest:
+            notes.append(
+                f"{len(drift.parts_without_manifest)} part(s) have no manifest and "
+                f"{len(drift.parts_not_matching_manifest)} hold another number of records than their manifest says"
+            )
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+            description=f"{day} holds every copy Zoom listed and none more, but " + "; ".join(notes) + ".",
+        )
+    return dg.AssetCheckResult(
+        passed=True, metadata=metadata,
+        description=f"{day} matches Zoom record for record: {found.ledger.listed} records, proven by the listing.",
+    )
+
+
+def ride_along_result(days: DayStore, found: CollectedDay) -> dg.AssetCheckResult:
+    """`day_matches_zoom` for the run that just stored `found`."""
+    if not found.complete:
+        return dg.AssetCheckResult(
+            check_name=DAY_MATCHES_ZOOM, passed=True,
+            metadata={"day": found.day, "compared": False},
+            description=(f"Not compared: {found.day} has not ended, and a refresh reads only its newest "
+                         "records, so its listing is not the whole day."),
+        )
+    result = drift_result(found.day, found, ride_along_drift(days, found), compared="with this run's complete pass",
+                          api_calls=0, prefix=days.uri(found.parts_before.folder))
+    return dg.AssetCheckResult(check_name=DAY_MATCHES_ZOOM, passed=result.passed, severity=result.severity,
+                               metadata=result.metadata, description=result.description)
+
+
+# ---- a fresh listing of a finished day -------------------------------------------------------------
+
+
+def checked_day(tags: Mapping[str, str], now: datetime) -> str:
+    """The day a completeness run compares, from its tags; the day before `now`'s yesterday by default."""
+    if tags.get("dagster/partition"):
+        return tags["dagster/partition"]
+    # Asset backfills tag each run with a partition range; Dagster 1.13 then records a partitioned check's
+    # result without its partition, so every result also names its day.
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start and start != end:
+        raise dg.Failure(
+            f"{DAY_MATCHES_FRESH_LISTING} compares one day at a time, but this run covers {start}...{end}; "
+            "launch each day in its own run.",
+            allow_retries=False,
+        )
+    return start or (now.astimezone(UTC).date() - timedelta(days=2)).isoformat()
+
+
+def fresh_listing_result(zoom: ZoomClient, days: DayStore, day: str, *, log) -> dg.AssetCheckResult:
+    """List a finished day from Zoom (writing nothing) and compare it with storage."""
+    if not is_complete(day, datetime.now(UTC)):
+        return dg.AssetCheckResult(
+            passed=True, metadata={"day": day, "compared": False},
+            description=f"Not compared: {day} has not ended yet, so Zoom's listing of it is still growing.",
+        )
+    with zoom_failures():
+        found = collect(zoom, days, day, log=log, write=False)
+    return drift_result(day, found, fresh_listing_drift(days, found), compared="with a new listing",
+                        api_calls=found.stats.api_calls, prefix=days.uri(found.parts_before.folder))
+
+
+# Partitioned like the asset (a preview feature in Dagster 1.13), so a run tagged with its day records
+# the result against that day. It reads storage itself rather than taking the asset as an input, which
+# would load every partition, and it calls Zoom, so it takes a slot of the `zoom_api` pool.
+@dg.asset_check(
+    asset=RAW_ASSET_KEY,
+    name=DAY_MATCHES_FRESH_LISTING,
+    partitions_def=daily_partitions,
+    pool=ZOOM_API_POOL,
+)
+def zoom_fresh_listing_check(
+    context: dg.AssetCheckExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore
+) -> dg.AssetCheckResult:
+    """A finished day still matches Zoom: lists the day again (nothing is written) and compares every
+    stored record with it, copy for copy, plus each part against its manifest.
+
+    The day is the run's tag dagster/partition=YYYY-MM-DD (zoom_completeness_job); untagged, the day
+    before yesterday (the latest day the daily schedule has settled).
+    """
+    day = validate_day(checked_day(context.run.tags, datetime.now(UTC))).isoformat()
+    if RAW_ASSET_KEY in (context.run.asset_selection or ()):
+        # Materializing the day from the asset page runs every check of the asset: its ride-along
+        # day_matches_zoom has just compared that pass, so a second full listing would only double the calls.
+        return dg.AssetCheckResult(
+            passed=True, metadata={"day": day, "compared": False},
+            description=(f"Not listed again: this run materialized {day}, and {DAY_MATCHES_ZOOM} compared its "
+                         "pass with storage. Launch zoom_completeness_job to list the day afresh."),
+        )
+    return fresh_listing_result(zoom, zoom_store.days(), day, log=context.log.info)
 
 
 # ---- freshness: yesterday landed by the deadline ------------------------------------------------
@@ -37,12 +274,12 @@ def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_ho
     deadline = day_end + timedelta(hours=deadline_hour)
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
-            asset_key=zoom_operation_logs.key, asset_partitions=[yesterday], after_timestamp=day_end.timestamp()
+            asset_key=RAW_ASSET_KEY, asset_partitions=[yesterday], after_timestamp=day_end.timestamp()
         ),
         limit=100,
         ascending=True,
     ).records
-    landed = next((r for r in records if _pass_of(r) in (COMPLETE_PASS, None)), None)
+    landed = next((r for r in records if pass_of(r) in (COMPLETE_PASS, None)), None)
     metadata = {"partition": yesterday, "deadline": dg.MetadataValue.timestamp(deadline)}
     if landed is not None:
         landed_at = datetime.fromtimestamp(landed.timestamp, UTC)
@@ -71,7 +308,7 @@ def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_ho
     )
 
 
-def _pass_of(record) -> str | None:
+def pass_of(record) -> str | None:
     value = record.asset_materialization.metadata.get("pass") if record.asset_materialization else None
     return getattr(value, "value", None)
 
@@ -91,7 +328,7 @@ def build_yesterday_landed_check(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE
     # Dagster's build_time_partition_freshness_checks looks at the last partition, which is today with
     # end_offset=1; the day that should have landed is yesterday.
     @dg.asset_check(
-        asset=zoom_operation_logs,
+        asset=RAW_ASSET_KEY,
         name=YESTERDAY_LANDED,
         description=(
             f"Yesterday's (UTC) operation logs were collected by a complete pass before {deadline_hour:02d}:00 UTC. "
@@ -103,219 +340,3 @@ def build_yesterday_landed_check(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE
         return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour)
 
     return zoom_yesterday_landed_check
-
-
-zoom_freshness_job = dg.define_asset_job(
-    "zoom_freshness_job",
-    selection=dg.AssetSelection.checks(dg.AssetCheckKey(zoom_operation_logs.key, YESTERDAY_LANDED)),
-    description="Evaluate whether yesterday's Zoom operation logs landed by the deadline.",
-)
-
-
-def build_zoom_freshness_schedule(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR) -> dg.ScheduleDefinition:
-    # Before the deadline the check can only say "not due"; from it until midnight, hourly, so a late
-    # landing turns the check green within the hour.
-    return dg.ScheduleDefinition(
-        name="zoom_freshness_schedule",
-        job=zoom_freshness_job,
-        cron_schedule=f"5 {deadline_hour}-23 * * *",
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=f"Hourly from {deadline_hour:02d}:05 UTC: did yesterday's operation logs land on time?",
-    )
-
-
-# ---- completeness: a finished day still matches Zoom --------------------------------------------
-
-
-def manifest_name(part: str) -> str:
-    return part.removesuffix(PART_SUFFIX) + ".manifest.json"
-
-
-def day_completeness(
-    day: str, zoom: ZoomClient, io_manager: ZoomLogsIOManager, *, listed_by_this_run: int | None = None
-) -> dg.AssetCheckResult:
-    """Compare a finished day in storage with Zoom's listing of it, and each stored part with its manifest.
-
-    Zoom is listed again (a full pass; nothing is written) unless `listed_by_this_run` gives the size of a
-    complete pass that this very run has just made: that pass wrote whatever storage lacked, so storage
-    holds the listing and only a surplus can remain, which the counts show without a second listing.
-    """
-    listed = None
-    api_calls = 0
-    if listed_by_this_run is None:
-        day_pass = zoom.day_pass(day)
-        if not day_pass.complete:
-            return dg.AssetCheckResult(
-                passed=True,
-                metadata={"day": day, "compared": False},
-                description=f"Not compared: {day} has not ended yet, so Zoom's listing of it is still growing.",
-            )
-        listed = _listing_digests(day_pass)
-        api_calls = day_pass.stats.api_calls
-
-    store = io_manager.store()
-    parts = io_manager.day_parts(store, io_manager.s3_prefix, day)
-    stored_day = StoredDay(store, day, parts)
-    lines_per_part: dict[str, int] = {}
-    if listed is not None:
-        stored_digests = array("Q")
-        for name in parts.names:
-            before = len(stored_digests)
-            stored_digests.extend(line_digest(line) for line in stored_day.lines(name))
-            lines_per_part[name] = len(stored_digests) - before
-        stored = StoredMultiset(stored_digests)
-        missing = sum(1 for digest in listed if not stored.take(digest))
-        zoom_records = len(listed)
-        stored_records = len(stored)
-        surplus = stored_records - (zoom_records - missing)
-    else:
-        # Counts only (see the docstring): newlines counted a MiB at a time, no per-line work.
-        for name in parts.names:
-            lines_per_part[name] = _count_lines(store, parts.key(name))
-        stored_records = sum(lines_per_part.values())
-        zoom_records = listed_by_this_run
-        missing = max(0, zoom_records - stored_records)
-        surplus = max(0, stored_records - zoom_records)
-
-    manifests = _manifests(io_manager, store, day)
-    without_manifest = [name for name in parts.names if manifest_name(name) not in manifests]
-    off_manifest = [
-        name
-        for name in parts.names
-        if manifest_name(name) in manifests and manifests[manifest_name(name)].get("records") != lines_per_part[name]
-    ]
-    metadata = {
-        "day": day,
-        "compared": "with a new listing" if listed is not None else "with this run's complete pass",
-        "zoom_records": zoom_records,
-        "stored_records": stored_records,
-        "missing_records": missing,
-        "surplus_records": surplus,
-        "parts": len(parts.names),
-        "manifests": len(manifests),
-        "manifest_records": sum(int(m.get("records") or 0) for m in manifests.values()),
-        "parts_without_manifest": dg.MetadataValue.json(without_manifest),
-        "parts_not_matching_manifest": dg.MetadataValue.json(off_manifest),
-        "api_calls": api_calls,
-        "prefix": store.uri(parts.prefix),
-    }
-    if missing or surplus:
-        return dg.AssetCheckResult(
-            passed=False,
-            metadata=metadata,
-            description=(
-                f"{day} drifted from Zoom: {missing} listed record(s) are not stored and {surplus} stored "
-                "record(s) are not listed. Missing records that arrived late are added by the next run of the "
-                "day; surplus ones mean an object was changed or added outside the pipeline."
-            ),
-        )
-    if without_manifest or off_manifest:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata=metadata,
-            description=(
-                f"{day} matches Zoom record for record, but {len(without_manifest)} part(s) have no manifest and "
-                f"{len(off_manifest)} hold a different number of records than their manifest says."
-            ),
-        )
-    return dg.AssetCheckResult(
-        passed=True,
-        metadata=metadata,
-        description=f"{day} matches Zoom: {zoom_records} records in {len(parts.names)} part(s), as the manifests say.",
-    )
-
-
-def _count_lines(store, key: str) -> int:
-    with store.open(key) as body, gzip.GzipFile(fileobj=body, mode="rb") as gz:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: gz.read(1 << 20), b""))
-
-
-def _listing_digests(day_pass) -> array:
-    """Digests of every record a full pass lists, as the IO manager would store them."""
-    listed = array("Q")
-    try:
-        for page in day_pass.pages():
-            if page is RESTART:
-                listed = array("Q")  # the pass starts over from page 1
-                continue
-            listed.extend(line_digest(encode_record(record)) for record in page)
-    except ZoomError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
-    return listed
-
-
-def _listed_by_run(instance: dg.DagsterInstance, day: str, run_id: str) -> int | None:
-    """How many records the run's own complete pass over `day` listed, if the run collected the day."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=zoom_operation_logs.key, asset_partitions=[day]), limit=1
-    ).records
-    if not records or records[0].run_id != run_id or _pass_of(records[0]) != COMPLETE_PASS:
-        return None
-    value = records[0].asset_materialization.metadata.get("records_from_api")
-    return None if value is None else int(value.value)
-
-
-def _manifests(io_manager: ZoomLogsIOManager, store, day: str) -> dict[str, dict]:
-    folder = io_manager.manifest_prefix + day_path(day)
-    out = {}
-    for obj in store.list(folder):
-        name = obj.key[len(folder) :]
-        if "/" in name or not name.endswith(".manifest.json"):
-            continue
-        with store.open(obj.key) as body:
-            out[name] = orjson.loads(body.read())
-    return out
-
-
-# Partitioned like the asset (a preview feature in Dagster 1.13), so a run tagged with its day records
-# the result against that day. It reads storage itself rather than taking the asset as an input, which
-# would load every partition, and it calls Zoom, so it takes a slot of the `zoom_api` pool.
-@dg.asset_check(
-    asset=zoom_operation_logs,
-    name=DAY_MATCHES_ZOOM,
-    partitions_def=daily_partitions,
-    pool=ZOOM_API_POOL,
-    required_resource_keys={"zoom", "zoom_logs_io_manager"},
-)
-def zoom_day_completeness_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    """A finished day still matches Zoom: re-lists the day from the API (nothing is written) and compares
-    every stored record, with multiplicity, plus each part against its manifest. Fails on drift.
-
-    The day is the run's: the day it materialized, or the run tag dagster/partition=YYYY-MM-DD when
-    zoom_completeness_job is launched; untagged, the day before yesterday (the latest day the daily
-    schedule has settled).
-    """
-    day = validate_day(checked_day(context.run.tags, datetime.now(UTC))).isoformat()
-    # Materializing a day from the asset page or the CLI runs this check right after the asset: reuse that
-    # pass's listing rather than doubling the Zoom calls of every such run (and backfill).
-    return day_completeness(
-        day,
-        context.resources.zoom,
-        context.resources.zoom_logs_io_manager,
-        listed_by_this_run=_listed_by_run(context.instance, day, context.run.run_id),
-    )
-
-
-def checked_day(tags: Mapping[str, str], now: datetime) -> str:
-    """The day a completeness run compares, from its tags; the day before `now`'s yesterday by default."""
-    if tags.get("dagster/partition"):
-        return tags["dagster/partition"]
-    # Asset backfills tag each run with a partition range (one day each, with BackfillPolicy.multi_run(1));
-    # Dagster 1.13 then records the result without its partition, so every result also names its day.
-    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
-    if start and start != end:
-        raise dg.Failure(
-            f"day_matches_zoom compares one day at a time, but this run covers {start}...{end}; "
-            "launch each day in its own run.",
-            allow_retries=False,
-        )
-    return start or (now.astimezone(UTC).date() - timedelta(days=2)).isoformat()
-
-
-zoom_completeness_job = dg.define_asset_job(
-    "zoom_completeness_job",
-    selection=dg.AssetSelection.checks(zoom_day_completeness_check),
-    description="Re-list one finished day from Zoom and compare it with what storage holds.",
-)

@@ -1,5 +1,7 @@
 """Names and defaults shared across the project (configuration enters in `definitions.py`)."""
 
+import dagster as dg
+
 # The seed guide's variable names, kept so its users can switch without renaming.
 DEFAULT_S3_PREFIX = "zoom/operationlogs/"
 DEFAULT_UDM_S3_PREFIX = "zoom/operationlogs-udm/"
@@ -11,12 +13,17 @@ DEFAULT_API_BASE_URL = "https://api.zoom.us/v2"
 DEFAULT_OAUTH_TOKEN_URL = "https://zoom.us/oauth/token"
 DEFAULT_LOCAL_STORE_DIR = ".zoom_store"
 
-# Zoom keeps operation logs for a rolling ~6 months ("Only provide report in recent 6 months").
-RETENTION_DAYS = 180
+# Zoom keeps operation logs for a rolling ~6 months ("Only provide report in recent 6 months"): the
+# oldest day it still serves is taken as UTC today minus this many days.
+RETENTION_DAYS = 179
 
 # Every object the pipeline writes under a day's prefix is named like this.
 RAW_PART_PREFIX = "zoom-operationlogs-"
 PART_SUFFIX = ".json.gz"
 
-# Dagster names used by automation, instance config and tests.
+# Dagster names used by assets, checks, automation, instance config and tests.
 ZOOM_API_POOL = "zoom_api"
+RAW_ASSET_KEY = dg.AssetKey("zoom_operation_logs")
+DAY_MATCHES_ZOOM = "day_matches_zoom"
+DAY_MATCHES_FRESH_LISTING = "day_matches_fresh_listing"
+YESTERDAY_LANDED = "yesterday_landed_by_deadline"

@@ -10,17 +10,13 @@ from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
 from zoom_pipeline.automation import (
     DEFAULT_DAILY_SCHEDULE_CRON,
     build_zoom_daily_schedule,
+    build_zoom_freshness_schedule,
+    zoom_completeness_job,
+    zoom_freshness_job,
     zoom_operation_logs_job,
     zoom_today_sensor,
 )
-from zoom_pipeline.checks import (
-    build_yesterday_landed_check,
-    build_zoom_freshness_schedule,
-    freshness_deadline_hour,
-    zoom_completeness_job,
-    zoom_day_completeness_check,
-    zoom_freshness_job,
-)
+from zoom_pipeline.checks import build_yesterday_landed_check, freshness_deadline_hour, zoom_fresh_listing_check
 from zoom_pipeline.constants import (
     DEFAULT_API_BASE_URL,
     DEFAULT_LOCAL_STORE_DIR,
@@ -31,6 +27,7 @@ from zoom_pipeline.constants import (
     DEFAULT_TIMEOUT_SECONDS,
     DEFAULT_UDM_S3_PREFIX,
 )
+from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
 from zoom_pipeline.zoom_client import ZoomClient
 
@@ -49,6 +46,17 @@ def _setting(env: Mapping[str, str], name: str, default):
 
 def build_resources(env: Mapping[str, str] = os.environ) -> dict:
     """Resources for every environment. Secrets are EnvVars: resolved at launch, never shown."""
+    store = ZoomStore(
+        # Endpoint, region and credentials come from boto3's standard chain
+        # (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, AWS_PROFILE, instance roles ...).
+        s3=S3Resource(),
+        s3_bucket=_setting(env, "S3_BUCKET", ""),
+        s3_prefix=_setting(env, "S3_PREFIX", DEFAULT_S3_PREFIX),
+        udm_s3_prefix=_setting(env, "UDM_S3_PREFIX", DEFAULT_UDM_S3_PREFIX),
+        manifest_prefix=_setting(env, "MANIFEST_S3_PREFIX", DEFAULT_MANIFEST_PREFIX),
+        local_dir=_setting(env, "LOCAL_STORE_DIR", DEFAULT_LOCAL_STORE_DIR),
+        sse_kms_key_id=_setting(env, "S3_SSE_KMS_KEY_ID", ""),
+    )
     return {
         "zoom": ZoomClient(
             account_id=dg.EnvVar("ZOOM_ACCOUNT_ID"),
@@ -59,17 +67,8 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict:
             page_size=_setting(env, "PAGE_SIZE", DEFAULT_PAGE_SIZE),
             timeout=_setting(env, "TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
         ),
-        "zoom_logs_io_manager": ZoomLogsIOManager(
-            # Endpoint, region and credentials come from boto3's standard chain
-            # (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, AWS_PROFILE, instance roles ...).
-            s3=S3Resource(),
-            s3_bucket=_setting(env, "S3_BUCKET", ""),
-            s3_prefix=_setting(env, "S3_PREFIX", DEFAULT_S3_PREFIX),
-            udm_s3_prefix=_setting(env, "UDM_S3_PREFIX", DEFAULT_UDM_S3_PREFIX),
-            manifest_prefix=_setting(env, "MANIFEST_S3_PREFIX", DEFAULT_MANIFEST_PREFIX),
-            local_dir=_setting(env, "LOCAL_STORE_DIR", DEFAULT_LOCAL_STORE_DIR),
-            sse_kms_key_id=_setting(env, "S3_SSE_KMS_KEY_ID", ""),
-        ),
+        "zoom_store": store,
+        "zoom_logs_io_manager": ZoomLogsIOManager(store=store),
     }
 
 
@@ -80,7 +79,7 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
     deadline_hour = freshness_deadline_hour(env.get("ZOOM_FRESHNESS_DEADLINE_HOUR"))
     return dg.Definitions(
         assets=[zoom_operation_logs, zoom_operation_logs_udm],
-        asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_day_completeness_check],
+        asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_fresh_listing_check],
         jobs=[zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job],
         schedules=[
             build_zoom_daily_schedule(env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON),

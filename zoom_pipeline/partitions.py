@@ -1,4 +1,4 @@
-"""The one partitioning of this project: UTC days, today included."""
+"""The one partitioning of this project: UTC days, today included, and the edge of Zoom's window."""
 
 import os
 from datetime import UTC, date, datetime, timedelta
@@ -8,10 +8,18 @@ import dagster as dg
 from zoom_pipeline.constants import RETENTION_DAYS
 
 
+def oldest_served_day(today: date | None = None) -> date:
+    """The oldest day Zoom still serves: UTC today minus RETENTION_DAYS."""
+    return (today or datetime.now(UTC).date()) - timedelta(days=RETENTION_DAYS)
+
+
 def default_start_date(today: date | None = None) -> str:
-    """Oldest day Zoom still serves: UTC today minus RETENTION_DAYS - 1."""
-    today = today or datetime.now(UTC).date()
-    return (today - timedelta(days=RETENTION_DAYS - 1)).isoformat()
+    """The first of the month that holds the oldest day Zoom still serves.
+
+    Not that day itself: the first partition would then move every midnight, and Dagster fails a
+    running backfill whose partitions disappear. This way it moves once a month, dropping only days
+    Zoom no longer serves, and the up to 30 days before the window fail at once with one sentence."""
+    return oldest_served_day(today).replace(day=1).isoformat()
 
 
 def build_daily_partitions(start_date: str | None = None) -> dg.DailyPartitionsDefinition:
@@ -23,7 +31,24 @@ def build_daily_partitions(start_date: str | None = None) -> dg.DailyPartitionsD
     )
 
 
+def validate_day(key: str, *, today: date | None = None) -> date:
+    """The partition's day, refused with one clear sentence if Zoom cannot have its logs."""
+    try:
+        day = date.fromisoformat(key)
+    except ValueError:
+        raise dg.Failure(f"Partition key {key!r} is not a YYYY-MM-DD date.", allow_retries=False) from None
+    today = today or datetime.now(UTC).date()
+    oldest = oldest_served_day(today)
+    if day < oldest:
+        raise dg.Failure(
+            f"{key} is outside Zoom's retention window: Zoom keeps operation logs for about six months, so the "
+            f"oldest day it still serves is about {oldest.isoformat()}, so nothing was fetched or written.",
+            allow_retries=False,
+        )
+    if day > today:
+        raise dg.Failure(f"{key} is in the future (today is {today.isoformat()} UTC).", allow_retries=False)
+    return day
+
+
 # Partition keys must be known when definitions load, so ZOOM_LOGS_START_DATE is read here (no I/O).
-# Unset, the first partition is the oldest day inside Zoom's retention window, so a backfill of
-# days Zoom no longer has cannot be asked for by accident.
 daily_partitions = build_daily_partitions(os.environ.get("ZOOM_LOGS_START_DATE") or None)

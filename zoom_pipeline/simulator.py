@@ -3,11 +3,18 @@
 Simulates Server-to-Server OAuth (``POST /oauth/token``) and ``GET /v2/report/operationlogs`` closely
 enough to test a real client: Zoom's error bodies and status codes, newest-first offset paging with
 expiring opaque page tokens, injectable faults (429s, 5xx, truncated bodies, resets, ...), events that
-arrive while a client pages, and lazily generated days of up to millions of records.
+arrive while a client pages (``on_report_call``, ``late_events`` at a chosen position), an unspecified
+order within one second (``configure(shuffle_within_second=True)``), raw invalid UTF-8 inside a record
+(``bytes`` values), and lazily generated days of up to millions of records.
 Behaviour follows ``shared/notes/zoom-api.md``; where Zoom is undocumented the choice is noted inline.
 
 Use it in-process (``with ZoomSimulator().start() as sim: ...``), or from another process through the
-JSON control endpoints under ``/_sim/`` (``python -m zoom_pipeline.simulator --port 8765``).
+JSON control endpoints under ``/_sim/`` (``python -m zoom_pipeline.simulator --port 8765``):
+``GET stats|config|faults|records?day=&offset=&limit=`` and ``POST day|add|fault|trigger|late_events|
+make_records|config|reset_stats|expire_page_tokens|expire_access_tokens|clear_faults|reset``, each taking
+the Python method's arguments as a JSON object. JSON cannot carry bytes, so there a record value
+``{"raw": "<latin-1 text>"}`` stands for the bytes of that text in latin-1 (``"ops\\u00ffadmin"`` is
+``b"ops\\xffadmin"``), the same convention as the ``raw_body`` fault; GET records answers in that form too.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import sys
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple
@@ -217,6 +225,52 @@ def _clock(day: str, sec: int) -> str:
     return f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
 
 
+def _key(record: dict) -> str:
+    """A record's `time` as the sort key: explicit records may lack it or carry raw bytes."""
+    value = record.get("time") or ""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _has_raw(records: list[dict]) -> bool:
+    return any(isinstance(v, bytes) for r in records for v in r.values())
+
+
+def _dumps_with_raw(body: dict) -> bytes:
+    """orjson.dumps of a page whose records may hold ``bytes``: those go out verbatim between quotes.
+
+    Each bytes value is swapped for a unique placeholder string, the page is encoded as usual, and the
+    placeholder (quotes included) is replaced by the raw bytes, so everything else stays valid JSON.
+    """
+    nonce = secrets.token_hex(8)
+    raws: list[bytes] = []
+    logs = []
+    for rec in body["operation_logs"]:
+        if any(isinstance(v, bytes) for v in rec.values()):
+            rec = dict(rec)
+            for k, v in rec.items():
+                if isinstance(v, bytes):
+                    rec[k] = f"sim-raw-{nonce}-{len(raws)}"
+                    raws.append(v)
+        logs.append(rec)
+    out = orjson.dumps({**body, "operation_logs": logs})
+    for i, raw in enumerate(raws):
+        out = out.replace(f'"sim-raw-{nonce}-{i}"'.encode(), b'"' + raw + b'"', 1)
+    return out
+
+
+def _raw_in(records: Any) -> list[dict]:
+    # Control-endpoint form of bytes: {"raw": "<latin-1 text>"} (JSON has no bytes).
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise ValueError("records must be a list of JSON objects")
+    return [{k: v["raw"].encode("latin-1") if isinstance(v, dict) and set(v) == {"raw"} else v
+             for k, v in r.items()} for r in records]
+
+
+def _raw_out(records: list[dict]) -> list[dict]:
+    return [{k: {"raw": v.decode("latin-1")} if isinstance(v, bytes) else v for k, v in r.items()}
+            for r in records]
+
+
 def _parse_day(value: Any) -> dt.date:
     if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
         return value
@@ -240,10 +294,14 @@ class _Day:
     The synthetic part is a pure function of (day, seed, index). ``twins`` of its base events are
     followed by a byte-identical copy, spread evenly; base ``b`` sits at position ``b + c(b)`` where
     ``c(b)`` counts twin bases before it. Explicit records live in a list sorted newest first; each
-    remembers how many synthetic records are strictly newer, which fixes its merged position.
+    remembers how many synthetic records precede it, which fixes its merged position: normally those
+    strictly newer, but ``insert_at`` may place one inside a group of synthetic records of equal time.
+    The merged listing is therefore always sorted by `time`, newest first, and each group of equal
+    `time` is one contiguous run.
     """
 
-    __slots__ = ("day", "n", "bases", "twins", "spacing", "mix", "pool_off", "keys", "recs", "newer", "_pos")
+    __slots__ = ("day", "n", "bases", "twins", "spacing", "mix", "pool_off", "keys", "recs", "newer", "_pos",
+                 "raw")
 
     def __init__(self, day: str, count: int = 0, seed: int = 0, twins: int = 0) -> None:
         if count < 0 or twins < 0 or 2 * twins > count:
@@ -259,8 +317,9 @@ class _Day:
         self.spacing = self.bases // (2 * twins) if twins else 0
         self.keys: list[str] = []  # explicit records' `time`, non-increasing
         self.recs: list[dict] = []
-        self.newer: list[int] = []  # per explicit record: synthetic records strictly newer
+        self.newer: list[int] = []  # per explicit record: synthetic records before it (non-decreasing)
         self._pos: list[int] | None = None
+        self.raw = False  # some explicit record holds bytes: pages need _dumps_with_raw
 
     @property
     def total(self) -> int:
@@ -344,29 +403,44 @@ class _Day:
             b += 1
         return out
 
-    def newer_than(self, when: str) -> int:
-        """Number of synthetic records whose `time` is strictly greater than ``when``."""
-        lo, hi = 0, self.bases  # first base with time <= when (times are non-increasing)
+    def newer_than(self, when: str, inclusive: bool = False) -> int:
+        """Number of synthetic records whose `time` is > ``when`` (>= with ``inclusive``)."""
+        lo, hi = 0, self.bases  # first base with time <= when (< when if inclusive); times non-increasing
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._time(mid) > when:
+            t = self._time(mid)
+            if t > when or (inclusive and t == when):
                 lo = mid + 1
             else:
                 hi = mid
         return lo + self._twins_before(lo)
 
+    def count_newer(self, when: str, inclusive: bool = False) -> int:
+        """Merged records whose `time` is > ``when`` (>= with ``inclusive``): where its group starts (ends)."""
+        lo, hi = 0, len(self.keys)  # keys are non-increasing
+        while lo < hi:
+            mid = (lo + hi) // 2
+            k = self.keys[mid]
+            if k > when or (inclusive and k == when):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo + (self.newer_than(when, inclusive) if self.n else 0)
+
     # -- explicit records --------------------------------------------------------------------------
     def set_explicit(self, records: list[dict]) -> None:
         # sort(reverse=True) is stable: equal times keep the order given.
-        rows = sorted(((str(r.get("time") or ""), dict(r)) for r in records), key=lambda x: x[0], reverse=True)
+        rows = sorted(((_key(r), dict(r)) for r in records), key=lambda x: x[0], reverse=True)
         self.keys = [k for k, _ in rows]
         self.recs = [r for _, r in rows]
         self.newer = [self.newer_than(k) if self.n else 0 for k in self.keys]
         self._pos = None
+        self.raw = _has_raw(self.recs)
 
     def add(self, records: list[dict]) -> None:
         """Merge arrivals; on equal time the new ones go first, keeping their given order."""
-        rows = sorted(((str(r.get("time") or ""), dict(r)) for r in records), key=lambda x: x[0], reverse=True)
+        rows = sorted(((_key(r), dict(r)) for r in records), key=lambda x: x[0], reverse=True)
+        self.raw = self.raw or _has_raw([r for _, r in rows])
         for key, rec in reversed(rows):
             lo, hi = 0, len(self.keys)  # first index whose key <= key (list is descending)
             while lo < hi:
@@ -379,6 +453,22 @@ class _Day:
             self.recs.insert(lo, rec)
             self.newer.insert(lo, self.newer_than(key) if self.n else 0)
         self._pos = None
+
+    def insert_at(self, position: int, records: list[dict]) -> None:
+        """Put ``records`` at merged positions [position, position+len(records)) exactly, even inside a
+        group of equal `time`. Their `time` must equal that of the record now at ``position`` (or of
+        the last record when ``position == total``) so the listing stays sorted."""
+        position = min(max(0, position), self.total)
+        if self._pos is None:
+            self._pos = [j + s for j, s in enumerate(self.newer)]
+        j = bisect_left(self._pos, position)  # explicit records before the position
+        syn = position - j  # synthetic records before it; keeps `newer` non-decreasing
+        k = len(records)
+        self.keys[j:j] = [_key(r) for r in records]
+        self.recs[j:j] = [dict(r) for r in records]
+        self.newer[j:j] = [syn] * k
+        self._pos = None
+        self.raw = self.raw or _has_raw(records)
 
     def slice(self, offset: int, limit: int) -> list[dict]:
         """Merged records at positions [offset, offset+limit), newest first."""
@@ -403,6 +493,57 @@ class _Day:
                 out.append(syn[si])
                 si += 1
         return out
+
+    def shuffled_slice(self, offset: int, limit: int, rng: random.Random) -> list[dict]:
+        """Like slice(), but each group of equal `time` in a fresh order drawn from ``rng``.
+
+        Groups cut by the slice's ends are fetched whole, permuted, then cut, so the slice is positions
+        [offset, offset+limit) of one permuted listing. Only the groups touching the slice are expanded.
+        """
+        end = min(offset + limit, self.total)
+        if offset >= end:
+            return []
+        # One padded slice usually holds both cut groups whole (a 1M-record day has ~12 a second);
+        # a longer group is found by binary search on its time.
+        pad = 32
+        lo, hi = max(0, offset - pad), min(self.total, end + pad)
+        window = self.slice(lo, hi - lo)
+        times = self._times(window)
+        if lo > 0 and times[0] == times[offset - lo]:
+            start = self.count_newer(times[0])
+            window[:0] = self.slice(start, lo - start)
+            lo = start
+            times = self._times(window)
+        if hi < self.total and times[-1] == times[end - 1 - lo]:
+            stop = self.count_newer(times[-1], inclusive=True)
+            window.extend(self.slice(hi, stop - hi))
+            times = self._times(window)
+        a, b = offset - lo, end - lo  # trim to the cut groups
+        while a > 0 and times[a - 1] == times[offset - lo]:
+            a -= 1
+        while b < len(window) and times[b] == times[end - 1 - lo]:
+            b += 1
+        out = window[a:b]
+        times = times[a:b]
+        rand = rng.random
+        i = 0
+        while i < len(out):
+            j = i + 1
+            while j < len(out) and times[j] == times[i]:
+                j += 1
+            if j - i > 1:
+                group = out[i:j]
+                order = [rand() for _ in group]  # sorting indices by random keys beats random.shuffle
+                out[i:j] = [group[k] for k in sorted(range(j - i), key=order.__getitem__)]
+            i = j
+        return out[offset - lo - a:end - lo - a]
+
+    def _times(self, records: list[dict]) -> list[str]:
+        # The same keys the sort used; _key itself only where an explicit `time` is not a str (hot path).
+        times = [r.get("time") or "" for r in records]
+        if self.recs and any(t.__class__ is not str for t in times):
+            return [_key(r) for r in records]
+        return times
 
 
 # --------------------------------------------------------------------------------------------------
@@ -453,10 +594,20 @@ class ZoomSimulator:
 
     ``today=None`` means the real UTC date at each call. ``token_ttl`` and ``page_token_ttl`` are in
     seconds and may be fractional so tests can expire tokens quickly.
+
+    ``shuffle_within_second=True``: Zoom documents no order among records of the same second (a bulk
+    admin operation writes hundreds in one), so every report call then serves each group of records
+    sharing a `time` string in a fresh random order for that call; across seconds the listing stays
+    newest first. A page is positions [offset, offset+page_size) of the listing as permuted for that
+    call (a group cut by the page boundary is permuted whole, then cut), so consecutive pages of one
+    pagination may repeat or skip records of a straddling group. ``shuffle_seed`` (an int) makes call
+    n's permutation a function of (seed, n), n counted since reset_stats; None draws fresh randomness.
+    day_records() always gives the unshuffled order.
     """
 
     _CONFIG_KEYS = ("account_id", "client_id", "client_secret", "token_ttl", "page_token_ttl",
-                    "retention_days", "scopes", "last_token_style", "today")
+                    "retention_days", "scopes", "last_token_style", "today", "shuffle_within_second",
+                    "shuffle_seed")
 
     def __init__(
         self,
@@ -472,6 +623,8 @@ class ZoomSimulator:
         scopes: str = "report:read:operation_logs:admin",
         last_token_style: str = "empty",
         today: str | dt.date | None = None,
+        shuffle_within_second: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -485,7 +638,7 @@ class ZoomSimulator:
         self._page_tokens: dict[str, tuple[str, str, int, int, float]] = {}
         self._faults: list[_Fault] = []
         self._token_faults: list[_Fault] = []
-        self._triggers: dict[int, list[tuple[str, list[dict]]]] = {}
+        self._triggers: dict[int, list[Callable[[], None]]] = {}  # call n -> actions run under the lock
         self.account_id = account_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -495,7 +648,10 @@ class ZoomSimulator:
         self.scopes = scopes
         self.last_token_style = last_token_style
         self.today: dt.date | None = None
-        self.configure(last_token_style=last_token_style, today=today, scopes=scopes)
+        self.shuffle_within_second = False
+        self.shuffle_seed: int | None = None
+        self.configure(last_token_style=last_token_style, today=today, scopes=scopes,
+                       shuffle_within_second=shuffle_within_second, shuffle_seed=shuffle_seed)
         self._reset_stats_locked()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -558,7 +714,8 @@ class ZoomSimulator:
 
     # -- configuration -----------------------------------------------------------------------------
     def configure(self, **settings: Any) -> dict:
-        """Change credentials, scopes, TTLs, retention, last-token style or ``today``; returns config()."""
+        """Change credentials, scopes, TTLs, retention, last-token style, ``today`` or the within-second
+        shuffle (``shuffle_within_second``, ``shuffle_seed``; see the class docstring); returns config()."""
         unknown = set(settings) - set(self._CONFIG_KEYS)
         if unknown:
             raise ValueError(f"unknown setting(s): {sorted(unknown)}")
@@ -574,6 +731,11 @@ class ZoomSimulator:
                     value = float(value) if not isinstance(value, int) else value
                 elif key == "retention_days":
                     value = int(value)
+                elif key == "shuffle_within_second":
+                    if not isinstance(value, bool):  # "false" from a sloppy client must not mean on
+                        raise ValueError("shuffle_within_second must be true or false")
+                elif key == "shuffle_seed":
+                    value = None if value is None else int(value)
                 elif key in ("account_id", "client_id", "client_secret", "scopes"):
                     value = str(value)
                 setattr(self, key, value)
@@ -591,7 +753,13 @@ class ZoomSimulator:
 
     # -- data --------------------------------------------------------------------------------------
     def set_day(self, day: str, records: list[dict]) -> None:
-        """Replace ``day`` with explicit records (served newest first, stable for equal times)."""
+        """Replace ``day`` with explicit records (served newest first, stable for equal times).
+
+        A ``bytes`` value (here or in add_records) goes on the wire verbatim between quotes instead of
+        JSON-encoded, e.g. ``{"operator": b"ops\\xffadmin@acme-corp.com", ...}`` puts an invalid UTF-8
+        byte inside that string; the bytes must otherwise be valid JSON string content (no bare quote
+        or backslash). The rest of the page stays valid JSON.
+        """
         new = _Day(_day_str(day))
         new.set_explicit(records)
         with self._lock:
@@ -690,7 +858,60 @@ class ZoomSimulator:
             raise ValueError("n is 1-based")
         day = _day_str(day)
         with self._lock:
-            self._triggers.setdefault(int(n), []).append((day, [dict(r) for r in records]))
+            self._triggers.setdefault(int(n), []).append(
+                functools.partial(self._add_locked, day, [dict(r) for r in records]))
+
+    def late_events(self, day: str, *, after_call: int, position: int, count: int, seed: int = 0,
+                    twins: bool = False) -> None:
+        """Right after serving report call ``after_call`` (1-based, since reset_stats), insert ``count``
+        records into ``day`` immediately above the record then at ``position`` (0 = newest, in
+        day_records order), with its `time`: they take positions [position, position+count) and
+        everything from there on moves down.
+
+        The position may be among rows a client was already served (just above the last row of its
+        previous page, or hundreds back), which reproduces a listing that moves while a client pages;
+        unlike add_records it lands exactly there even inside a group of equal time. The new records
+        are realistic, distinct from each other and from every record of that second, deterministic
+        per ``seed``. ``twins=True`` inserts ``count`` byte-identical copies of the record at
+        ``position`` instead (late identical twins). A position past the end appends at the end with
+        the last record's time; an empty day gets distinct records at 00:00:00.
+        """
+        if int(after_call) < 1:
+            raise ValueError("after_call is 1-based")
+        if int(position) < 0 or not 1 <= int(count) <= 10_000:
+            raise ValueError("need position >= 0 and 1 <= count <= 10000")
+        day = _day_str(day)
+        with self._lock:
+            self._triggers.setdefault(int(after_call), []).append(
+                functools.partial(self._late_locked, day, int(position), int(count), int(seed), bool(twins)))
+
+    def _late_locked(self, day: str, position: int, count: int, seed: int, twins: bool) -> None:
+        target = self._days.get(day)
+        if target is None:
+            target = self._days[day] = _Day(day)
+        position = min(position, target.total)
+        anchor = target.slice(min(position, target.total - 1), 1)
+        if anchor and twins:
+            target.insert_at(position, [dict(anchor[0]) for _ in range(count)])
+            return
+        when = anchor[0].get("time", "") if anchor else f"{day}T00:00:00Z"
+        key = _key(anchor[0]) if anchor else when
+        # Only records of the same second can be byte-identical to a new one.
+        lo = target.count_newer(key)
+        taken = {repr(r) for r in target.slice(lo, target.count_newer(key, inclusive=True) - lo)}
+        rng = random.Random(f"{day}/{seed}/late")
+        pool, stride, ops = _vocab()
+        base = rng.randrange(len(pool))
+        out: list[dict] = []
+        for i in range(20 * (count + len(taken)) + 100):  # bounded: pool x operators is ~17k records
+            category, action, detail = pool[(base + i * stride) % len(pool)]
+            rec = _record(action, category, detail, rng.choice(ops), when)
+            if repr(rec) not in taken:
+                taken.add(repr(rec))
+                out.append(rec)
+                if len(out) == count:
+                    break
+        target.insert_at(position, out)
 
     def expire_page_tokens(self) -> None:
         """Invalidate every outstanding next_page_token."""
@@ -704,7 +925,8 @@ class ZoomSimulator:
                 tok.revoked = True
 
     def reset(self) -> None:
-        """Forget all days, tokens, faults, triggers and statistics (configuration is kept)."""
+        """Forget all days, tokens, faults, triggers (on_report_call, late_events) and statistics
+        (configuration is kept)."""
         with self._lock:
             self._days.clear()
             self._tokens.clear()
@@ -731,7 +953,8 @@ class ZoomSimulator:
         self._connections = 0
 
     def reset_stats(self) -> None:
-        """Zero the counters; report calls are numbered from 1 again for on_report_call."""
+        """Zero the counters; report calls are numbered from 1 again for on_report_call, late_events
+        and shuffle_seed."""
         with self._lock:
             self._reset_stats_locked()
 
@@ -896,17 +1119,18 @@ class ZoomSimulator:
                 fault = None
             with self._lock:
                 if fault is None:
-                    resp = self._page(query, bearer)
+                    resp = self._page(query, bearer, n)
                 elif fault.kind == "truncated_body":
-                    full = self._page(query, bearer)
+                    served = self._records_served
+                    full = self._page(query, bearer, n)
                     resp = full._replace(body=full.body[: len(full.body) // 2])
                     if full.status == 200:  # the client never gets these records
                         self._pages_served -= 1
-                        self._records_served -= len(orjson.loads(full.body)["operation_logs"])
+                        self._records_served = served
                 else:
                     resp = self._fault_response(fault, query, bearer)
-                for day, records in self._triggers.pop(n, []):
-                    self._add_locked(day, records)
+                for action in self._triggers.pop(n, []):
+                    action()
                 return self._status(resp)
         finally:
             with self._lock:
@@ -956,8 +1180,8 @@ class ZoomSimulator:
             return _Resp(200, body.encode("latin-1") if isinstance(body, str) else bytes(body))
         raise AssertionError(f"unhandled fault {kind}")
 
-    def _page(self, query: dict, bearer: str) -> _Resp:
-        """Serve one page (caller holds the lock)."""
+    def _page(self, query: dict, bearer: str, call: int = 0) -> _Resp:
+        """Serve one page for report call number ``call`` (caller holds the lock)."""
         now = time.monotonic()
         token = self._tokens.get(bearer)
         if token is None:
@@ -1001,15 +1225,23 @@ class ZoomSimulator:
             if not query.get("page_size"):
                 size = entry[3]
 
+        rng = None
+        if self.shuffle_within_second:  # one permutation per call, shared by every day of the range
+            rng = random.Random() if self.shuffle_seed is None else random.Random(f"{self.shuffle_seed}/{call}")
         records: list[dict] = []
         total = 0
         skip = offset
+        raw = False
         for day in sorted((d for d in self._days if frm <= d <= to), reverse=True):
             data = self._days[day]
             day_total = data.total
             total += day_total
             if len(records) < size and skip < day_total:
-                records.extend(data.slice(skip, size - len(records)))
+                raw = raw or data.raw
+                if rng is None:
+                    records.extend(data.slice(skip, size - len(records)))
+                else:
+                    records.extend(data.shuffled_slice(skip, size - len(records), rng))
                 skip = 0
             else:
                 skip = max(0, skip - day_total)
@@ -1024,7 +1256,7 @@ class ZoomSimulator:
         body["operation_logs"] = records
         self._pages_served += 1
         self._records_served += len(records)
-        return _json(200, body)
+        return _Resp(200, _dumps_with_raw(body)) if raw else _json(200, body)
 
     def _issue_page_token(self, entry: tuple[str, str, int, int, float]) -> str:
         if len(self._page_tokens) >= 10_000:  # drop expired entries so long runs stay bounded
@@ -1050,8 +1282,8 @@ class ZoomSimulator:
                     return _json(200, self.pending_faults())
                 if name == "records":
                     limit = query.get("limit")
-                    return _json(200, {"records": self.day_records(
-                        query["day"], int(query.get("offset", 0)), None if limit is None else int(limit)),
+                    return _json(200, {"records": _raw_out(self.day_records(
+                        query["day"], int(query.get("offset", 0)), None if limit is None else int(limit))),
                         "count": self.day_count(query["day"])})
                 return _json(404, {"error": f"unknown control endpoint GET /_sim/{name}"})
             if method != "POST":
@@ -1061,15 +1293,21 @@ class ZoomSimulator:
                     self.generate_day(data["day"], int(data["generate"]), seed=int(data.get("seed", 0)),
                                       twins=int(data.get("twins", 0)))
                 else:
-                    self.set_day(data["day"], data["records"])
+                    self.set_day(data["day"], _raw_in(data["records"]))
             elif name == "add":
-                self.add_records(data["day"], data["records"])
+                self.add_records(data["day"], _raw_in(data["records"]))
             elif name == "fault":
                 params = {k: v for k, v in data.items() if k not in ("kind", "times", "after_calls")}
                 self.inject(data["kind"], times=int(data.get("times", 1)),
                             after_calls=int(data.get("after_calls", 0)), **params)
             elif name == "trigger":
-                self.on_report_call(int(data["n"]), data["day"], data["records"])
+                self.on_report_call(int(data["n"]), data["day"], _raw_in(data["records"]))
+            elif name == "late_events":
+                if not isinstance(data.get("twins", False), bool):
+                    raise ValueError("twins must be true or false")
+                self.late_events(data["day"], after_call=int(data["after_call"]), position=int(data["position"]),
+                                 count=int(data["count"]), seed=int(data.get("seed", 0)),
+                                 twins=data.get("twins", False))
             elif name == "make_records":
                 return _json(200, {"records": self.make_records(
                     data["day"], int(data["count"]), seed=int(data.get("seed", 0)),
@@ -1193,6 +1431,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retention-days", type=int, default=180)
     ap.add_argument("--last-token-style", choices=LAST_TOKEN_STYLES, default="empty")
     ap.add_argument("--today", default=None, help="pin today's date (YYYY-MM-DD); default: real UTC date")
+    ap.add_argument("--shuffle-within-second", action="store_true",
+                    help="serve records of the same second in a fresh random order on every report call")
+    ap.add_argument("--shuffle-seed", type=int, default=None, help="make that order a function of (seed, call)")
     args = ap.parse_args(argv)
 
     def whole(x: float) -> float:
@@ -1201,7 +1442,8 @@ def main(argv: list[str] | None = None) -> int:
     sim = ZoomSimulator(args.host, args.port, account_id=args.account_id, client_id=args.client_id,
                         client_secret=args.client_secret, token_ttl=whole(args.token_ttl),
                         page_token_ttl=whole(args.page_token_ttl), retention_days=args.retention_days,
-                        scopes=args.scopes, last_token_style=args.last_token_style, today=args.today)
+                        scopes=args.scopes, last_token_style=args.last_token_style, today=args.today,
+                        shuffle_within_second=args.shuffle_within_second, shuffle_seed=args.shuffle_seed)
     for spec in args.generate:
         day, _, rest = spec.partition("=")
         count, seed, twins = ([int(x) for x in rest.split(":")] + [0, 0])[:3]

@@ -1,16 +1,13 @@
 """Append-only object stores: S3 (the product) and a local directory (the embedded default).
 
-Both give the same four operations, and neither can overwrite: `put_new` creates an object only if
+Both give the same three operations, and neither can overwrite: `put_new` creates an object only if
 its key is free (S3 `If-None-Match: *`, a hard link locally), which is what makes part names safe
 against a racing run and a retried write whose success response was lost.
 """
 
-import gzip
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -25,16 +22,10 @@ class KeyTaken(Exception):
     """The key already holds a different object: another writer got there first."""
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    key: str
-    size: int
-
-
 class ObjectStore(Protocol):
     def uri(self, key: str) -> str: ...
 
-    def list(self, prefix: str) -> list[StoredObject]: ...
+    def list(self, prefix: str) -> list[str]: ...
 
     def open(self, key: str) -> IO[bytes]: ...
 
@@ -69,10 +60,10 @@ class S3Store:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def list(self, prefix: str) -> list[StoredObject]:
-        out: list[StoredObject] = []
+    def list(self, prefix: str) -> list[str]:
+        out: list[str] = []
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            out.extend(StoredObject(o["Key"], o["Size"]) for o in page.get("Contents", []))
+            out.extend(o["Key"] for o in page.get("Contents", []))
         return out
 
     def open(self, key: str) -> IO[bytes]:
@@ -88,9 +79,15 @@ class S3Store:
             cause = exc.__cause__ or exc.__context__
             if not (isinstance(cause, ClientError) and _error_code(cause) in _KEY_TAKEN_CODES):
                 raise
-            # The key exists. If it holds our bytes, an earlier attempt of this very write succeeded
-            # and only its response was lost: that is success, not a second copy.
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            # The key exists (or a racing write of it is in flight: 409). If it holds our bytes, an
+            # earlier attempt of this very write succeeded and only its response was lost: that is
+            # success, not a second copy.
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as missing:
+                if _error_code(missing) not in {"404", "NoSuchKey", "NotFound"}:
+                    raise
+                raise KeyTaken(key) from None  # the racing write has not completed yet
             if head.get("Metadata", {}).get(SHA256_META) != sha256:
                 raise KeyTaken(key) from None
 
@@ -116,7 +113,7 @@ class LocalStore:
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()
 
-    def list(self, prefix: str) -> list[StoredObject]:
+    def list(self, prefix: str) -> list[str]:
         base = self.root / prefix
         folder = base if prefix.endswith("/") else base.parent
         if not folder.is_dir():
@@ -129,8 +126,8 @@ class LocalStore:
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
-                    out.append(StoredObject(key, full.stat().st_size))
-        return sorted(out, key=lambda o: o.key)
+                    out.append(key)
+        return sorted(out)
 
     def open(self, key: str) -> IO[bytes]:
         return open(self.root / key, "rb")
@@ -154,10 +151,3 @@ class LocalStore:
                     raise KeyTaken(key) from None
         finally:
             os.unlink(tmp)
-
-
-def iter_lines(fileobj: IO[bytes]) -> Iterator[bytes]:
-    """Lines of a gzip NDJSON object, streamed (without the trailing newline)."""
-    with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
-        for line in gz:
-            yield line.rstrip(b"\n")

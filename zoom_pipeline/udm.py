@@ -14,17 +14,27 @@ Choices where Google's table is unconfirmed (notes §6.2), following the issue t
 - A scalar key given twice keeps the last value; repeated fields keep every value in order. Keys inside
   `target` follow the order in which the table first names their field.
 - Target e-mails are email, email2, then `Email Address` values, de-duplicated case-insensitively.
+  An e-mail's local part may hold U+FFFD, the mark of a character lost before the record reached us.
 - Google's rule "use the `event_type` field when not empty" is not applied: Zoom records have no such field.
 - A time without an offset is read as UTC; one that does not parse falls back to `fallback_time`.
 - A json_data that is not a JSON array is invalid; a non-object element maps nothing but keeps its place.
 - Non-string values become strings (JSON text for dict, list and bool; `str()` otherwise); lone
   surrogates become "?" so that the event always serialises.
+
+`map_line` reads one stored NDJSON line (the exact bytes Zoom's record was stored as) and maps it:
+- orjson reads almost every line. Valid JSON that orjson refuses or reads inexactly is read by the
+  standard library instead: a lone UTF-16 surrogate escape becomes U+FFFD (`lone_surrogate`); an integer
+  beyond 64 bits keeps its exact value, a number too large for Python its literal text (`big_number`);
+  bytes that are not UTF-8 become U+FFFD (`invalid_utf8`). U+FFFD already in the line is ordinary text.
+- A line that is not JSON (NaN and Infinity included) is one event flagged `not_an_object`, as is JSON
+  that is not an object; the product log id is always that of the exact stored bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +51,7 @@ __all__ = [
     "ParsedDetail",
     "Rule",
     "coverage",
+    "map_line",
     "parse_operation_detail",
     "product_log_id",
     "to_udm_event",
@@ -114,6 +125,10 @@ TIME_UNPARSEABLE = "time_unparseable"
 NON_STRING_VALUE = "non_string_value"
 JSON_DATA_INVALID = "json_data_invalid"
 INVALID_UNICODE = "invalid_unicode"
+# Problem tags added by map_line: how a line orjson could not read exactly was read.
+LONE_SURROGATE = "lone_surrogate"
+BIG_NUMBER = "big_number"
+INVALID_UTF8 = "invalid_utf8"
 PROBLEMS = (
     NOT_AN_OBJECT,
     TIME_MISSING,
@@ -121,6 +136,9 @@ PROBLEMS = (
     NON_STRING_VALUE,
     JSON_DATA_INVALID,
     INVALID_UNICODE,
+    LONE_SURROGATE,
+    BIG_NUMBER,
+    INVALID_UTF8,
 )
 
 _JSON_LABEL_KEYS = ("assistant", "options")
@@ -197,7 +215,8 @@ _COVERAGE_PATHS = tuple((name, tuple(name.split("."))) for name in TARGET_FIELDS
 
 # ---- operation_detail parsing --------------------------------------------------------------------------
 
-_EMAIL_PATTERN = r"[\w.!#$%&'*+/=?^{|}~-]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}[^\W\d_]{2,63}"
+# U+FFFD may stand in the local part for a character lost on the way (a lone surrogate, a bad byte).
+_EMAIL_PATTERN = r"[\w.!#$%&'*+/=?^{|}~\ufffd-]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,8}[^\W\d_]{2,63}"
 _EMAIL = re.compile(_EMAIL_PATTERN)
 _WHOLE_EMAIL = re.compile(_EMAIL_PATTERN + r"\Z")
 _HEAD_SEPARATOR = "  - "
@@ -530,3 +549,103 @@ def coverage(event: dict) -> tuple[str, ...]:
         if node:
             covered.append(name)
     return tuple(covered)
+
+
+# ---- Stored lines --------------------------------------------------------------------------------------
+
+# orjson reads an integer outside [-2**63, 2**64) as a float: any run of 19 digits sends the line to the
+# standard library as well (a run inside a string costs a second parse, nothing else).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# One backslash escape of a JSON string, scanned left to right so that `\\` is consumed whole: a
+# surrogate pair (kept), a lone surrogate (group 1, replaced), or any other escape (kept).
+_ESCAPE = re.compile(
+    r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)",
+    re.DOTALL,
+)
+_NOT_READ = object()
+
+
+class _NumberText(str):
+    """A JSON number Python cannot hold (over 4300 digits, beyond double range), as its literal text.
+
+    Not a `str` to `type() is str`, so a mapped field holding one is flagged `non_string_value` like
+    any other number, and it maps to its text.
+    """
+
+    __slots__ = ()
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_exactly(text: str, problems: list[str]) -> object:
+    """`text` read by the standard library: strict JSON, exact numbers; raises ValueError if not JSON."""
+
+    def parse_int(literal: str) -> object:
+        try:
+            value = int(literal)
+        except ValueError:  # beyond sys.get_int_max_str_digits()
+            problems.append(BIG_NUMBER)
+            return _NumberText(literal)
+        if not _INT_MIN <= value <= _INT_MAX:
+            problems.append(BIG_NUMBER)
+        return value
+
+    def parse_float(literal: str) -> object:
+        value = float(literal)
+        if math.isinf(value):
+            problems.append(BIG_NUMBER)
+            return _NumberText(literal)
+        return value
+
+    decoder = json.JSONDecoder(parse_int=parse_int, parse_float=parse_float, parse_constant=_refuse_constant)
+    return decoder.decode(text)
+
+
+def _replace_lone_surrogates(text: str, problems: list[str]) -> str:
+    def replace(m: re.Match[str]) -> str:
+        if m.group(1) is None:
+            return m.group()
+        problems.append(LONE_SURROGATE)
+        return "\\ufffd"
+
+    return _ESCAPE.sub(replace, text) if "\\" in text else text
+
+
+def _read_line(line: bytes) -> tuple[object, list[str]]:
+    """The record a stored line holds, and how it had to be read; a line that is not JSON as its text."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = _NOT_READ
+    else:
+        if not _LONG_DIGITS.search(line):
+            return record, []
+    problems: list[str] = []
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        text = line.decode("utf-8", "replace")
+        problems.append(INVALID_UTF8)
+    try:
+        exact = _read_exactly(_replace_lone_surrogates(text, problems), problems)
+    except (ValueError, RecursionError):
+        if record is not _NOT_READ:
+            return record, []  # nested deeper than the standard library goes: orjson's reading stands
+        return line.decode("utf-8", "replace"), []  # still one event, flagged not_an_object
+    return exact, problems
+
+
+def map_line(line: bytes, occurrence: int, fallback_time: datetime) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
+    """One stored raw NDJSON line, the `occurrence`-th (0-based) copy of it in its day → one UDM event.
+
+    Returns (the event as one line of compact UTF-8 JSON, without line break; the problem tags; the
+    covered `TARGET_FIELDS`). The id is `product_log_id` of the exact stored bytes. Never raises.
+    """
+    record, read_problems = _read_line(line)
+    event, problems = to_udm_event(record, log_id=product_log_id(line, occurrence), fallback_time=fallback_time)
+    if read_problems:
+        problems = tuple(dict.fromkeys([*read_problems, *problems]))
+    return orjson.dumps(event), problems, coverage(event)

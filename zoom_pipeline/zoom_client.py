@@ -3,11 +3,14 @@
 import json
 import queue
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 import orjson
@@ -20,7 +23,7 @@ from zoom_pipeline.constants import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT_SECONDS,
 )
-from zoom_pipeline.ledger import zoom_time
+from zoom_pipeline.ledger import encode_record, line_time
 
 RECORDS_KEY = "operation_logs"
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -28,6 +31,16 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 
 class ZoomError(Exception):
     """A Zoom failure that retrying cannot fix: the message says what to check."""
+
+
+@contextmanager
+def zoom_failures():
+    """The one place a ZoomError becomes a Dagster failure: retrying cannot fix bad credentials,
+    scopes, retention or a spent daily quota, so the step fails at once with the error's sentence."""
+    try:
+        yield
+    except ZoomError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 class ZoomRetryableError(Exception):
@@ -59,17 +72,21 @@ class PassStats:
     restarts: int = 0
     retries: int = 0
     token_mints: int = 0
+    invalid_utf8_records: int = 0
     stopped_early: bool = False
     started_at: float = field(default_factory=time.monotonic)
 
-    def absorb(self, other: "PassStats") -> None:
-        """Add the calls and pages of a verification pass over the same day."""
-        self.api_calls += other.api_calls
-        self.pages += other.pages
-        self.records += other.records
-        self.restarts += other.restarts
-        self.retries += other.retries
-        self.token_mints += other.token_mints
+
+class Page(NamedTuple):
+    """One page of a day as Zoom returned it."""
+
+    number: int  # 1-based, counted from the day's first page (again after a restart)
+    records: list
+    invalid_utf8: int  # records that held bytes which are not UTF-8 (replaced by U+FFFD)
+
+
+class _Cancelled(Exception):
+    """The pass was abandoned while the fetcher waited to retry."""
 
 
 def _parse_retry_after_timestamp(value: str | None) -> datetime | None:
@@ -157,13 +174,20 @@ class ZoomClient(dg.ConfigurableResource):
             state.send_settings = self.session.merge_environment_settings(url, {}, None, None, None)
         return state.send_settings
 
-    def _sleep_backoff(self, attempt: int, retry_after: float | None = None) -> None:
-        """Exponential backoff with jitter, or exactly what the server's Retry-After asked for."""
+    def _sleep_backoff(self, attempt: int, retry_after: float | None = None,
+                       cancelled: threading.Event | None = None) -> None:
+        """Exponential backoff with jitter, or exactly what the server's Retry-After asked for.
+
+        A pass that is abandoned meanwhile (its step failed, the run was terminated) stops waiting
+        at once: under real rate limits a wait can last minutes."""
         if retry_after is not None:
-            time.sleep(min(retry_after, MAX_RETRY_AFTER_SECONDS))
-            return
-        delay = min(self.backoff_base_seconds * (2**attempt), self.backoff_max_seconds)
-        time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(retry_after, MAX_RETRY_AFTER_SECONDS)
+        else:
+            delay = min(self.backoff_base_seconds * (2**attempt), self.backoff_max_seconds) * random.uniform(0.5, 1.5)
+        if cancelled is None:
+            time.sleep(delay)
+        elif cancelled.wait(delay):
+            raise _Cancelled
 
     # ---- OAuth ---------------------------------------------------------------------------
     def authenticate(self, *, force: bool = False) -> str:
@@ -216,9 +240,12 @@ class ZoomClient(dg.ConfigurableResource):
         return f"Zoom refused the OAuth credentials (HTTP {resp.status_code}: {message}); {hint}."
 
     # ---- one report call -----------------------------------------------------------------
-    def _get_page(self, day: str, page_token: str | None, stats: PassStats) -> dict:
-        """GET one page of a day, retrying what is transient. Raises PageTokenExpired on code 300."""
-        params = {"from": day, "to": day, "page_size": self.page_size}
+    def _get_page(self, day: str, page_token: str | None, stats: PassStats, page_size: int,
+                  cancelled: threading.Event | None = None) -> tuple[dict, int]:
+        """GET one page of a day, retrying what is transient: (body, records with invalid UTF-8).
+
+        Raises PageTokenExpired on code 300 for a page token."""
+        params = {"from": day, "to": day, "page_size": page_size}
         if page_token:
             params["next_page_token"] = page_token
         url = f"{self.api_base_url.rstrip('/')}/report/operationlogs"
@@ -239,16 +266,16 @@ class ZoomClient(dg.ConfigurableResource):
             except requests.RequestException as exc:
                 last = f"connection error ({type(exc).__name__})"
                 stats.retries += 1
-                self._sleep_backoff(attempt)
+                self._sleep_backoff(attempt, cancelled=cancelled)
                 continue
             status = resp.status_code
             if status == 200:
-                page = _parse_page(resp.content)
-                if page is not None:
-                    return page
+                parsed = _parse_page(resp.content)
+                if parsed is not None:
+                    return parsed
                 last = "a 200 response whose body is not a valid operation-log page"
                 stats.retries += 1
-                self._sleep_backoff(attempt)
+                self._sleep_backoff(attempt, cancelled=cancelled)
                 continue
             code, message = _zoom_message(resp)
             if status == 429:
@@ -257,12 +284,12 @@ class ZoomClient(dg.ConfigurableResource):
                 stats.retries += 1
                 retry_after = resp.headers.get("Retry-After")
                 hint = float(retry_after) if retry_after and retry_after.isdigit() else None
-                self._sleep_backoff(attempt, hint)
+                self._sleep_backoff(attempt, hint, cancelled)
                 continue
             if status >= 500:
                 last = f"HTTP {status} from Zoom"
                 stats.retries += 1
-                self._sleep_backoff(attempt)
+                self._sleep_backoff(attempt, cancelled=cancelled)
                 continue
             if code == 124 or status == 401:
                 if reminted:
@@ -312,10 +339,10 @@ class ZoomClient(dg.ConfigurableResource):
         return f"Zoom rejected the operation-log request for {day}: HTTP {status}, code {code}: {message}."
 
     # ---- a pass over one day -------------------------------------------------------------
-    def day_pass(self, day: str | date, *, now: datetime | None = None) -> "DayPass":
+    def day_pass(self, day: str | date, *, page_size: int | None = None, now: datetime | None = None) -> "DayPass":
         """A lazy pass over one UTC day's operation logs, newest first (see DayPass)."""
         day_str = day if isinstance(day, str) else day.isoformat()
-        return DayPass(self, day_str, now or datetime.now(UTC))
+        return DayPass(self, day_str, now or datetime.now(UTC), page_size or self.page_size)
 
 
 RESTART = object()
@@ -330,16 +357,16 @@ class DayPass:
     final content, so only it may be trusted for multiplicities of identical records.
     """
 
-    def __init__(self, client: ZoomClient, day: str, started_at: datetime):
+    def __init__(self, client: ZoomClient, day: str, started_at: datetime, page_size: int):
         self.client = client
         self.day = day
-        self.started_at = started_at
+        self.page_size = page_size
         day_end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
         self.complete = started_at >= day_end
         self.stats = PassStats()
 
-    def pages(self, stop_before_time: str | None = None) -> Iterator[list | object]:
-        """Yield each page's record list (and RESTART markers) until the last page.
+    def pages(self, stop_before_time: str | None = None) -> Iterator["Page | object"]:
+        """Yield each `Page` (and RESTART markers) until the last page.
 
         With `stop_before_time` (a `YYYY-MM-DDTHH:MM:SSZ` string), paging stops after the first page
         holding a record strictly older than it: everything older is already stored. Pages are fetched
@@ -362,10 +389,12 @@ class DayPass:
         def fetch() -> None:
             restarts = 0
             page_token: str | None = None
+            number = 0
             try:
                 while not cancelled.is_set():
                     try:
-                        page = self.client._get_page(self.day, page_token, self.stats)
+                        page, invalid = self.client._get_page(self.day, page_token, self.stats, self.page_size,
+                                                              cancelled)
                     except PageTokenExpired:
                         restarts += 1
                         self.stats.restarts = restarts
@@ -374,18 +403,21 @@ class DayPass:
                                 f"Zoom's next_page_token for {self.day} kept expiring; restarted the day "
                                 f"{restarts - 1} times."
                             ) from None
-                        page_token = None
+                        page_token, number = None, 0
                         if not hand_over(RESTART):
                             return
                         continue
                     records = page.get(RECORDS_KEY) or []
                     page_token = page.get("next_page_token") or None
+                    number += 1
                     stop = stop_before_time is not None and _has_older(records, stop_before_time)
-                    if not hand_over((records, page_token, stop)):
+                    if not hand_over((Page(number, records, invalid), page_token, stop)):
                         return
                     # Fetch on only when this page cannot be the last one we need: never a call past the stop.
                     if not page_token or stop:
                         break
+            except _Cancelled:
+                return
             except BaseException as exc:  # re-raised by the consumer, after the pages before it
                 hand_over(_Failed(exc))
                 return
@@ -403,14 +435,16 @@ class DayPass:
                 if item is RESTART:
                     yield RESTART
                     continue
-                records, page_token, stop = item
+                page, page_token, stop = item
                 self.stats.pages += 1
-                self.stats.records += len(records)
-                yield records
+                self.stats.records += len(page.records)
+                self.stats.invalid_utf8_records += page.invalid_utf8
+                yield page
                 if stop and page_token:
                     self.stats.stopped_early = True
         finally:
-            # The consumer is done (or gone): let the fetcher finish its call in flight and exit.
+            # The consumer is done (or gone): the fetcher stops waiting to retry, finishes the call in
+            # flight (if any) and exits.
             cancelled.set()
             fetcher.join()
 
@@ -433,25 +467,52 @@ class _Failed:
 def _has_older(records: list, threshold: str) -> bool:
     """True if some record's well-formed `time` is strictly older than `threshold`."""
     for rec in records:
-        t = zoom_time(rec)
+        t = line_time(encode_record(rec)) if isinstance(rec, dict) else None
         if t is not None and t < threshold:
             return True
     return False
 
 
-def _parse_page(body: bytes) -> dict | None:
-    """A page of records, or None for a body that is not one (truncated, or an error object)."""
+def _parse_page(body: bytes) -> tuple[dict, int] | None:
+    """A page of records and how many held invalid UTF-8, or None for a body that is not a page
+    (truncated, or an error object)."""
+    invalid = 0
     try:
         page = orjson.loads(body)
     except orjson.JSONDecodeError:
-        # Valid JSON that orjson refuses (a lone surrogate escape, a huge integer) is still Zoom's
-        # data: one odd record must not make a whole day uncollectable.
+        # Valid JSON that orjson refuses (a lone surrogate escape, a huge integer, a byte that is
+        # not UTF-8) is still Zoom's data: one odd record must not make a whole day uncollectable.
         try:
-            page = json.loads(body)
+            page = json.loads(body.decode("utf-8", "surrogateescape"))
         except ValueError:
             return None
+        if isinstance(page, dict) and isinstance(page.get(RECORDS_KEY), list):
+            records = page[RECORDS_KEY]
+            for i, rec in enumerate(records):
+                mended = _replace_undecodable(rec)
+                if mended is not rec:
+                    records[i] = mended
+                    invalid += 1
     if not isinstance(page, dict) or not isinstance(page.get(RECORDS_KEY) or [], list):
         return None
     if RECORDS_KEY not in page and "code" in page:  # an error object dressed as a 200
         return None
-    return page
+    return page, invalid
+
+
+_UNDECODABLE = re.compile("[\udc80-\udcff]")
+
+
+def _replace_undecodable(value):
+    """`value` with each byte that was not UTF-8 (decoded as a surrogate escape) replaced by U+FFFD;
+    the same object when there was none."""
+    if isinstance(value, str):
+        return _UNDECODABLE.sub("\ufffd", value) if _UNDECODABLE.search(value) else value
+    if isinstance(value, dict):
+        pairs = [(_replace_undecodable(k), _replace_undecodable(v)) for k, v in value.items()]
+        changed = any(a is not k or b is not v for (a, b), (k, v) in zip(pairs, value.items(), strict=True))
+        return dict(pairs) if changed else value
+    if isinstance(value, list):
+        items = [_replace_undecodable(v) for v in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value

@@ -1,0 +1,158 @@
+"""One pass over one day, as plain Python: read what the day holds, page through Zoom, keep what is new.
+
+    stored day (DayStore) ─┐
+                           ├─► PassLedger.admit, page by page ─► PartWriter (gzip temp part)
+    Zoom pages (DayPass) ──┘
+
+The result is a `CollectedDay`: the finished temp part (or none), the pass's counts, and, for a
+complete pass, the day's new `DayState`. Nothing here is Dagster: the asset calls `collect` and
+hands the result to the IO manager, which stores it.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from zoom_pipeline.confirmation import DayState, after_pass, next_page_size
+from zoom_pipeline.day_store import DayParts, DayStore, PartWriter, TempPart
+from zoom_pipeline.ledger import GroupSpan, PassLedger, encode_record, line_digests, line_time
+from zoom_pipeline.zoom_client import RESTART, PassStats, ZoomClient
+
+PROGRESS_EVERY_PAGES = 25
+EXAMPLES = 3
+
+
+@dataclass
+class CollectedDay:
+    """What one pass over a day found: what the asset returns and the IO manager stores."""
+
+    day: str
+    complete: bool  # the pass began after the day ended, and read it to the end
+    part: TempPart | None  # the records the day lacked, or None
+    parts_before: DayParts  # what the day held when the pass began
+    stored_before: int
+    stats: PassStats
+    ledger: PassLedger
+    page_size: int
+    state: DayState | None = None  # for a complete pass: what the day is proven to hold now
+    previous_state: DayState | None = None
+    outside_day: int = 0  # records whose time is not on the partition's UTC day
+    odd: int = 0  # records without a well-formed time
+    missing_examples: list[bytes] = field(default_factory=list)
+    oldest_listed: str | None = None
+    newest_listed: str | None = None
+
+    @property
+    def pass_kind(self) -> str:
+        return "complete" if self.complete else "refresh"
+
+    @property
+    def awaiting(self) -> list[GroupSpan]:
+        return self.state.awaiting if self.state else []
+
+
+def day_bounds(day: str) -> tuple[str, str]:
+    """The partition's first and last second as Zoom writes times."""
+    return f"{day}T00:00:00Z", f"{day}T23:59:59Z"
+
+
+def is_complete(day: str, now: datetime) -> bool:
+    end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return now >= end
+
+
+def collect(
+    zoom: ZoomClient,
+    days: DayStore,
+    day: str,
+    *,
+    log: Callable[[str], None],
+    write: bool = True,
+    now: datetime | None = None,
+) -> CollectedDay:
+    """One pass over `day`: every record Zoom lists that the day does not hold yet, as a temp part.
+
+    A pass over a day that has not ended (a refresh) stops after the first page holding a record
+    strictly older than the newest stored second: everything older is stored already. A complete
+    pass reads the whole day with the page size the day's state asks for (see confirmation.py).
+    With `write=False` (a check) nothing is written: the pass only counts what storage lacks.
+    """
+    now = now or datetime.now(UTC)
+    complete = is_complete(day, now)
+    parts = days.parts(day)
+    stored = days.digest(parts, newest_time=not complete)
+    previous = days.day_state(day) if complete else None
+    page_size = next_page_size(previous, zoom.page_size) if complete else zoom.page_size
+    if page_size != zoom.page_size:
+        log(f"{day}: {len(previous.awaiting)} same-second group(s) await confirmation; reading the day with "
+            f"page size {page_size} so that they land whole on one page.")
+    day_pass = zoom.day_pass(day, page_size=page_size, now=now)
+    ledger = PassLedger(stored.multiset)
+    writer = PartWriter() if write else None
+    first, last = day_bounds(day)
+    found = CollectedDay(day, complete, None, parts, len(stored.multiset), day_pass.stats, ledger, page_size,
+                         previous_state=previous)
+    last_progress = time.monotonic()
+    try:
+        # Records arrive newest first: a refresh of an open day can stop below the newest stored
+        # second. Within that second order is unspecified, so only a strictly older record stops.
+        for page in day_pass.pages(stop_before_time=stored.newest_time if not complete else None):
+            if page is RESTART:
+                log(f"{day}: page token expired; reading the day again from page 1.")
+                ledger.reset()
+                if writer:
+                    writer.restart()
+                found.outside_day = found.odd = 0
+                found.missing_examples = []
+                found.oldest_listed = found.newest_listed = None
+                continue
+            lines = [encode_record(rec) for rec in page.records]
+            times = [line_time(line) for line in lines]
+            if page.invalid_utf8:
+                log(f"{day}: page {page.number} holds {page.invalid_utf8} record(s) with bytes that are not UTF-8; "
+                    "stored with each bad byte replaced by U+FFFD (counted as invalid_utf8_records).")
+            known = [t for t in times if t is not None]
+            found.odd += len(times) - len(known)
+            if known:
+                low, high = min(known), max(known)
+                if found.oldest_listed is None or low < found.oldest_listed:
+                    found.oldest_listed = low
+                if found.newest_listed is None or high > found.newest_listed:
+                    found.newest_listed = high
+                if low < first or high > last:
+                    found.outside_day += sum(1 for t in known if not first <= t <= last)
+            flags = ledger.admit(line_digests(lines), times)
+            if all(flags):
+                kept, kept_times = lines, times
+            else:
+                kept = [line for line, f in zip(lines, flags, strict=True) if f]
+                kept_times = [t for t, f in zip(times, flags, strict=True) if f]
+            if writer:
+                writer.write(kept, kept_times)
+            elif len(found.missing_examples) < EXAMPLES:
+                found.missing_examples.extend(kept[: EXAMPLES - len(found.missing_examples)])
+            stats = day_pass.stats
+            # Every few pages, but at most about once a second: each line is an event-log write.
+            if stats.pages % PROGRESS_EVERY_PAGES == 0 and time.monotonic() - last_progress >= 1.0:
+                last_progress = time.monotonic()
+                rate = stats.records / max(last_progress - stats.started_at, 1e-9)
+                log(f"{day}: {stats.records} records over {stats.pages} pages ({rate:,.0f} records/s), "
+                    f"{ledger.new} new so far")
+        ledger.finish()
+        found.part = writer.finish() if writer else None
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
+    if found.outside_day:
+        log(f"{day}: {found.outside_day} record(s) have a time outside the partition's UTC day; they are stored "
+            "with the day Zoom listed them under (Zoom's from/to are taken as UTC days).")
+    found.complete = complete and not day_pass.stats.stopped_early
+    if found.complete:
+        found.state = after_pass(previous, ledger, page_size)
+        if not found.state.exact:
+            log(f"{day}: {found.state.awaiting_records} record(s) in {len(found.state.awaiting)} same-second "
+                "group(s) await confirmation (a page boundary cut them with a record on both sides, or the listing "
+                "moved); each is stored as often as one page showed it, and a later complete pass confirms them.")
+    return found

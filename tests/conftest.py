@@ -1,7 +1,6 @@
 """Real local servers for the tests: an S3 server process (moto) and the Zoom simulator, on 127.0.0.1."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,32 +10,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tests.helpers import FAKE_AWS, REPO, SIM_SECRET, free_port, wait_for_port
 from zoom_pipeline.simulator import ZoomSimulator
-
-REPO = Path(__file__).resolve().parent.parent
-FAKE_AWS = {
-    "AWS_ACCESS_KEY_ID": "testing-access-key",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-SIM_SECRET = "sim-client-secret-DO-NOT-LEAK-7f3a"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 @pytest.fixture(scope="session")

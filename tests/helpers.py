@@ -1,8 +1,11 @@
 """Shared test helpers: run a partition, and read back exactly what a day holds."""
 
 import gzip
+import socket
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import orjson
@@ -13,6 +16,31 @@ from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
 from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
 from zoom_pipeline.zoom_client import ZoomClient
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing-access-key",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+SIM_SECRET = "sim-client-secret-DO-NOT-LEAK-7f3a"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
 def days_ago(n: int) -> str:

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from tests.helpers import days_ago
+from tests.helpers import days_ago, materialize, output_metadata, resources
 from zoom_pipeline.automation import today_run_key, zoom_today_sensor
 from zoom_pipeline.definitions import build_defs
 
@@ -131,3 +131,26 @@ def test_sensor_ignores_a_completeness_run_of_today(defs, instance):
     # It reads today but never writes it.
     add_run(defs, instance, dg.DagsterRunStatus.STARTED, days_ago(0), job="zoom_completeness_job")
     assert sensor_tick(defs, instance).run_requests
+
+
+def test_confirmation_sensor_asks_for_one_more_pass_of_a_day_awaiting_confirmation(sim, zoom_env, bucket, defs,
+                                                                                    instance):
+    day = days_ago(9)
+    records = sim.make_records(day, 600, seed=70, start_time="20:00:00")
+    records[300] = dict(records[299])  # a twin pair cut by the first page boundary
+    sim.set_day(day, records)
+    res = resources(zoom_env, bucket=bucket)
+    assert not output_metadata(materialize(day, res, instance=instance))["day_exact"]
+
+    sensor = defs.get_repository_def().get_sensor_def("zoom_confirmation_sensor")
+    context = dg.build_sensor_context(instance=instance, repository_def=defs.get_repository_def())
+    tick = sensor.evaluate_tick(context)
+    [request] = tick.run_requests
+    assert request.partition_key == day and request.tags["dagster/priority"] == "-1"
+    assert sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor,
+                                                        repository_def=defs.get_repository_def())).run_requests
+
+    assert output_metadata(materialize(day, res, instance=instance))["day_exact"]  # what the request runs
+    after = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor,
+                                                         repository_def=defs.get_repository_def()))
+    assert not after.run_requests and "No day awaits confirmation" in after.skip_message

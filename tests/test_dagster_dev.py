@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import REPO, free_port
-from tests.helpers import api_listing, canonical, days_ago, records_of, s3_day
+from tests.helpers import REPO, api_listing, canonical, days_ago, free_port, records_of, s3_day
 from zoom_pipeline.partitions import default_start_date
 
 BIN = Path(sys.executable).parent
@@ -94,8 +93,10 @@ def test_dagster_dev_serves_the_pipeline_and_stops_on_sigterm(sim, zoom_env, buc
     assert schedules["zoom_daily_schedule"]["executionTimezone"] == "UTC"
     assert schedules["zoom_daily_schedule"]["scheduleState"]["status"] == "STOPPED"
     assert "zoom_freshness_schedule" in schedules
-    [sensor] = repo["sensors"]
-    assert sensor["name"] == "zoom_today_sensor" and sensor["minIntervalSeconds"] == 900
+    sensors = {s["name"]: s for s in repo["sensors"]}
+    assert set(sensors) == {"zoom_today_sensor", "zoom_confirmation_sensor"}
+    sensor = sensors["zoom_today_sensor"]
+    assert sensor["minIntervalSeconds"] == 900
     assert sensor["sensorState"]["status"] == "STOPPED"
 
     launched = graphql(url, BACKFILL_MUTATION, {"days": days})["launchPartitionBackfill"]

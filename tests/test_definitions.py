@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 from zoom_pipeline.constants import ZOOM_API_POOL
 from zoom_pipeline.definitions import build_defs, defs
 
@@ -33,7 +33,7 @@ def test_jobs_schedules_and_sensor_are_present():
         "zoom_completeness_job",
     }
     assert {s.name for s in repo.schedule_defs} == {"zoom_daily_schedule", "zoom_freshness_schedule"}
-    assert [s.name for s in repo.sensor_defs] == ["zoom_today_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == ["zoom_confirmation_sensor", "zoom_today_sensor"]
     assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in repo.schedule_defs)
 
 

@@ -8,8 +8,7 @@ import dagster as dg
 import pytest
 from dagster._core.instance.config import dagster_instance_config
 
-from tests.conftest import REPO
-from tests.helpers import days_ago, materialize, resources
+from tests.helpers import REPO, days_ago, materialize, resources
 from zoom_pipeline import storage
 from zoom_pipeline.constants import DEFAULT_MANIFEST_PREFIX, DEFAULT_S3_PREFIX, DEFAULT_UDM_S3_PREFIX
 from zoom_pipeline.definitions import build_defs

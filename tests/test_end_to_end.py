@@ -10,8 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import REPO, SIM_SECRET
-from tests.helpers import api_listing, canonical, days_ago, records_of, s3_day
+from tests.helpers import REPO, SIM_SECRET, api_listing, canonical, days_ago, records_of, s3_day
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from tests.conftest import REPO
-from tests.helpers import api_listing, canonical, days_ago, records_of, s3_day
+from tests.helpers import REPO, api_listing, canonical, days_ago, records_of, s3_day
 
 BIN = Path(sys.executable).parent
 DAYS = [days_ago(n) for n in range(2, 12)]  # 10 finished days, each its own run

@@ -84,6 +84,7 @@ def pass_metadata(found: CollectedDay) -> dict:
         "day_restarts": stats.restarts,
         "stopped_early": stats.stopped_early,
         "day_exact": bool(state and state.exact),
+        "complete_passes": state.passes if state else 0,
         "awaiting_confirmation_records": state.awaiting_records if state else 0,
         "awaiting_confirmation_groups": len(state.awaiting) if state else 0,
         "oldest_event_time": found.oldest_listed or "",

@@ -1,6 +1,7 @@
 """What runs the pipeline on its own: the day-by-day job, the daily schedule, the 15-minute sensor,
 and the jobs and schedule of the checks."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -110,6 +111,58 @@ def zoom_today_sensor(context: dg.SensorEvaluationContext):
             "the next tick after it finishes requests today again."
         )
     return dg.RunRequest(run_key=today_run_key(now), partition_key=today, tags=AUTOMATION_RUN_TAGS)
+
+
+# A backfilled day gets one complete pass; if a page boundary cut a same-second group with a record on
+# both sides, that pass could not prove the group and the day awaits confirmation. This sensor reads
+# each new materialization's verdict (no Zoom call, no storage read) and asks for one more complete
+# pass of each such day, which reads it with a page size that keeps the awaiting groups whole.
+CONFIRM_MAX_PASSES = 5  # a day still unproven after this many passes is left to the check's warning
+CONFIRM_RUNS_PER_TICK = 10
+CONFIRM_RUN_TAGS = {"dagster/priority": "-1"}  # behind backfills and the daily automation
+
+
+@dg.sensor(
+    job=zoom_operation_logs_job,
+    minimum_interval_seconds=15 * 60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Confirms days whose latest complete pass left same-second groups unproven (day_exact false): requests "
+        f"one more complete pass of each, with another page size, up to {CONFIRM_MAX_PASSES} passes a day."
+    ),
+)
+def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
+    state = json.loads(context.cursor) if context.cursor else {"after": 0, "awaiting": {}}
+    awaiting: dict[str, int] = state["awaiting"]
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=RAW_ASSET_KEY, after_storage_id=state["after"] or None),
+        limit=1000,
+        ascending=True,
+    ).records
+    for record in records:
+        state["after"] = record.storage_id
+        meta = record.asset_materialization.metadata if record.asset_materialization else {}
+        day = record.partition_key
+        if day is None or getattr(meta.get("pass"), "value", None) != "complete":
+            continue
+        passes = getattr(meta.get("complete_passes"), "value", 0) or 0
+        if getattr(meta.get("day_exact"), "value", True) or passes >= CONFIRM_MAX_PASSES:
+            awaiting.pop(day, None)
+        else:
+            awaiting[day] = record.storage_id
+    first = daily_partitions.start.date().isoformat()
+    requests = []
+    for day, storage_id in sorted(awaiting.items()):
+        if day < first:
+            awaiting.pop(day)  # no longer a partition
+        elif len(requests) < CONFIRM_RUNS_PER_TICK and not unfinished_runs_of(context.instance, day):
+            # The run key names the pass that left the day open: one request per unproven pass.
+            requests.append(dg.RunRequest(run_key=f"{day}@confirm-{storage_id}", partition_key=day,
+                                          tags=CONFIRM_RUN_TAGS))
+    context.update_cursor(json.dumps(state))
+    if not requests:
+        return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass).")
+    return requests
 
 
 zoom_freshness_job = dg.define_asset_job(

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-# The seed guide's variable names, kept so its users can switch without renaming.
+# The variable names of Google's Lambda for this feed, kept so its users can switch without renaming.
 DEFAULT_S3_PREFIX = "zoom/operationlogs/"
 DEFAULT_UDM_S3_PREFIX = "zoom/operationlogs-udm/"
 # Manifests sit beside, never inside, the prefix the SIEM feed ingests.

@@ -12,6 +12,7 @@ from zoom_pipeline.automation import (
     build_zoom_daily_schedule,
     build_zoom_freshness_schedule,
     zoom_completeness_job,
+    zoom_confirmation_sensor,
     zoom_freshness_job,
     zoom_operation_logs_job,
     zoom_today_sensor,
@@ -85,7 +86,7 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
             build_zoom_daily_schedule(env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON),
             build_zoom_freshness_schedule(deadline_hour),
         ],
-        sensors=[zoom_today_sensor],
+        sensors=[zoom_today_sensor, zoom_confirmation_sensor],
         resources=build_resources(env),
         # One partition is one step: running it in the launching process saves a process spawn and
         # ~130 MB per run.

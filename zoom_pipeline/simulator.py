@@ -6,7 +6,7 @@ expiring opaque page tokens, injectable faults (429s, 5xx, truncated bodies, res
 arrive while a client pages (``on_report_call``, ``late_events`` at a chosen position), an unspecified
 order within one second (``configure(shuffle_within_second=True)``), raw invalid UTF-8 inside a record
 (``bytes`` values), and lazily generated days of up to millions of records.
-Behaviour follows ``shared/notes/zoom-api.md``; where Zoom is undocumented the choice is noted inline.
+Where Zoom is undocumented, the choice is noted inline.
 
 Use it in-process (``with ZoomSimulator().start() as sim: ...``), or from another process through the
 JSON control endpoints under ``/_sim/`` (``python -m zoom_pipeline.simulator --port 8765``):
@@ -82,7 +82,7 @@ _U_MASK = (1 << _U_BITS) - 1
 
 
 # --------------------------------------------------------------------------------------------------
-# Vocabulary: realistic records built from the verbatim samples in the notes (section 5).
+# Vocabulary: realistic records built from verbatim public samples of `operation_detail`.
 # --------------------------------------------------------------------------------------------------
 
 _FIRST = ["homer", "lisa", "bart", "marge", "alice", "bob", "carol", "dave", "erin", "frank", "grace",
@@ -134,7 +134,7 @@ def _us_date(rng: random.Random) -> str:
 
 
 # (weight, category_type, action, detail factory). Weight = number of filled variants in the pool.
-# Shapes marked "likely" follow the notes' unconfirmed guesses (5.3); the rest are verbatim shapes.
+# Shapes marked "likely" are unconfirmed guesses at Zoom's format; the rest are verbatim shapes.
 _TEMPLATES: list[tuple[int, str, str, Any]] = [
     (160, "User", "Add", lambda r: f"Add User {_email(r)}  - User Type: {r.choice(['Basic', 'Licensed'])}"
                                     f" - Department: {r.choice(_DEPTS)}"),

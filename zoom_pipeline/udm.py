@@ -1,10 +1,10 @@
 """Zoom operation-log records → Google SecOps UDM events (Chronicle API JSON form).
 
-Pure functions, no I/O. `UDM_MAPPING` is Google's ZOOM_OPERATION_LOGS mapping table (the seed guide's
-"UDM 매핑 테이블", notes §6.1): same rows, same order, the UDM column as Google publishes it (snake_case).
+Pure functions, no I/O. `UDM_MAPPING` is Google's published ZOOM_OPERATION_LOGS mapping table: same rows,
+same order, the UDM column as Google publishes it (snake_case).
 The output uses the proto3 JSON names of those fields (camelCase); RFC 3339 strings for timestamps.
 
-Choices where Google's table is unconfirmed (notes §6.2), following the issue text:
+Choices where Google's table leaves the mapping open:
 - `from A to B` maps B (split at the first " to "); `set to X` maps X; an empty new value maps nothing.
 - `email` is the first e-mail anywhere in the head; `email2` the first e-mail after the head, in a pair's
   key, a bare value or a pair's new value (never an old value, never json_data); `role` is the new value
@@ -280,7 +280,7 @@ def _segments(rest: str) -> tuple[list[str], list[Any] | None, tuple[str, ...]]:
 
 
 def parse_operation_detail(detail: str) -> ParsedDetail:
-    """Parse `<head>  - <Key>: <value> - <Key>: <value>…` (notes §5); never raises."""
+    """Parse `<head>  - <Key>: <value> - <Key>: <value>…` ; never raises."""
     cut = detail.find(_HEAD_SEPARATOR)
     if cut < 0:
         head = detail.strip()

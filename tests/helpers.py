@@ -55,9 +55,7 @@ def zoom_client(env: dict, **overrides) -> ZoomClient:
         client_secret=env["ZOOM_CLIENT_SECRET"],
         api_base_url=env["ZOOM_API_BASE_URL"],
         oauth_token_url=env["ZOOM_OAUTH_TOKEN_URL"],
-        backoff_base_seconds=0.01,
-        backoff_max_seconds=0.05,
-        **overrides,
+        **({"backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05} | overrides),
     )
 
 

@@ -103,3 +103,17 @@ def test_records_without_a_parseable_time_never_stop_a_refresh(sim, zoom_env):
     day_pass = zoom_client(zoom_env).day_pass(day)
     got = records(day_pass, stop_before_time="2999-01-01T00:00:00Z")  # any parseable time would stop
     assert len(got) == 650 and day_pass.stats.api_calls == 3 and not day_pass.stats.stopped_early
+
+
+def test_an_abandoned_pass_stops_its_fetcher_at_once_instead_of_waiting_out_retries(sim, zoom_env):
+    day = days_ago(1)
+    sim.generate_day(day, 900)
+    sim.inject("server_error", times=5, after_calls=1)  # page 2 fails: the fetcher backs off 30 s
+    day_pass = zoom_client(zoom_env, backoff_base_seconds=30, backoff_max_seconds=30).day_pass(day)
+    pages = day_pass.pages()
+    assert len(next(pages).records) == 300
+    time.sleep(0.3)  # the fetcher is now waiting to retry page 2
+    started = time.monotonic()
+    pages.close()  # what a failing step or a terminated run does to the pass
+    assert time.monotonic() - started < 2
+    assert sim.stats()["report_calls"] == 2

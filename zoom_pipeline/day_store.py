@@ -165,22 +165,10 @@ def _gzip_writer(raw) -> gzip.GzipFile:
     return gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0)
 
 
-def read_lines(fileobj) -> Iterator[bytes]:
-    """Lines of a gzip NDJSON object, without their newline, read a MiB at a time.
+def read_batches(fileobj) -> Iterator[list[bytes]]:
+    """The lines of a gzip NDJSON object, without their newline, a MiB's worth at a time.
 
     The one line reader: the same lines whether read for digests, for UDM or by a check."""
-    with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
-        tail = b""
-        while chunk := gz.read(READ_CHUNK):
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            yield from lines
-        if tail:
-            yield tail
-
-
-def read_batches(fileobj) -> Iterator[list[bytes]]:
-    """The same lines as `read_lines`, a MiB's worth at a time (for per-batch digesting)."""
     with gzip.GzipFile(fileobj=fileobj, mode="rb") as gz:
         tail = b""
         while chunk := gz.read(READ_CHUNK):
@@ -189,6 +177,12 @@ def read_batches(fileobj) -> Iterator[list[bytes]]:
             yield lines
         if tail:
             yield [tail]
+
+
+def read_lines(fileobj) -> Iterator[bytes]:
+    """`read_batches`, line by line."""
+    for batch in read_batches(fileobj):
+        yield from batch
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,13 @@ DEMO_RECORDS_PER_DAY = (1200, 950, 400)  # day before yesterday, yesterday, toda
 
 
 def main() -> int:
+    import warnings
+
     import dagster as dg
+
+    # The backfill policy and partitioned checks are marked beta/preview in Dagster 1.13; say it once, not per use.
+    warnings.filterwarnings("ignore", category=dg.BetaWarning)
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from zoom_pipeline.simulator import ZoomSimulator
 
@@ -57,16 +63,21 @@ def main() -> int:
                 return 1
             [mat] = result.asset_materializations_for_node("zoom_operation_logs")
             meta = {k: v.value for k, v in mat.metadata.items()}
+            state = "exact" if meta["day_exact"] else ("still open" if meta["pass"] != "complete" else
+                                                       f"{meta['awaiting_confirmation_records']} awaiting confirmation")
             print(
                 f"{day}: {meta['records_from_api']} records from the API, {meta['records_written']} newly written, "
-                f"{meta['dagster/row_count']} stored in {meta['day_objects']} object(s)"
+                f"{meta['dagster/row_count']} stored in {meta['day_objects']} object(s) ({state})"
             )
 
-    print("(today is still open: until it ends, identical twins are kept once; the run after midnight adds them)")
+    print("(today is still open: the 15-minute sensor adds what arrives, the run after midnight completes it)")
     print(f"\nLocal store: {store}")
     for path in sorted(store.rglob("*.json.gz")):
         lines = gzip.decompress(path.read_bytes()).count(b"\n")
         print(f"  {path.relative_to(store)}  ({lines} lines)")
+    print("\nTo see these runs, the lineage and the checks in the Dagster UI, run")
+    print(f"  DAGSTER_HOME={home} LOCAL_STORE_DIR={store} .venv/bin/dagster dev -w workspace.yaml")
+    print("and open http://127.0.0.1:3000 (Ctrl-C stops it).")
     return 0
 
 

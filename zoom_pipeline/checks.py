@@ -116,11 +116,10 @@ def fresh_listing_drift(days: DayStore, found: CollectedDay) -> Drift:
         drift.awaiting_records = sum(g.records for g in cut)
         drift.awaiting_groups = len(cut)
     manifests = days.manifests(found.day)
-    stored = days.digest(found.parts_before)  # lines per part, for the manifests
     drift.parts_without_manifest = [n for n in found.parts_before.names if n not in manifests]
     drift.parts_not_matching_manifest = [
         n for n in found.parts_before.names
-        if n in manifests and manifests[n].get("records") != stored.lines_per_part.get(n)
+        if n in manifests and manifests[n].get("records") != found.lines_per_part.get(n)
     ]
     return drift
 

@@ -32,6 +32,7 @@ class CollectedDay:
     part: TempPart | None  # the records the day lacked, or None
     parts_before: DayParts  # what the day held when the pass began
     stored_before: int
+    lines_per_part: dict[str, int]  # of the parts the day held when the pass began
     stats: PassStats
     ledger: PassLedger
     page_size: int
@@ -91,8 +92,8 @@ def collect(
     ledger = PassLedger(stored.multiset)
     writer = PartWriter() if write else None
     first, last = day_bounds(day)
-    found = CollectedDay(day, complete, None, parts, len(stored.multiset), day_pass.stats, ledger, page_size,
-                         previous_state=previous)
+    found = CollectedDay(day, complete, None, parts, len(stored.multiset), stored.lines_per_part, day_pass.stats,
+                         ledger, page_size, previous_state=previous)
     last_progress = time.monotonic()
     try:
         # Records arrive newest first: a refresh of an open day can stop below the newest stored

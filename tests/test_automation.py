@@ -1,13 +1,14 @@
 """The daily schedule (yesterday and the day before) and the 15-minute sensor for today."""
 
 from datetime import UTC, datetime, time, timedelta
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
 
 from tests.helpers import days_ago, materialize, output_metadata, resources
-from zoom_pipeline.automation import today_run_key, zoom_today_sensor
+from zoom_pipeline.automation import holds_back_refresh, today_run_key, zoom_today_sensor
 from zoom_pipeline.definitions import build_defs
 
 
@@ -154,3 +155,12 @@ def test_confirmation_sensor_asks_for_one_more_pass_of_a_day_awaiting_confirmati
     after = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor,
                                                          repository_def=defs.get_repository_def()))
     assert not after.run_requests and "No day awaits confirmation" in after.skip_message
+
+
+def test_sensor_is_not_held_back_by_a_merely_queued_backfill_run_of_today():
+    def run(status, **tags):  # the two fields the rule reads (a queued DagsterRun needs a code origin)
+        return SimpleNamespace(status=status, tags=tags)
+
+    assert not holds_back_refresh(run(dg.DagsterRunStatus.QUEUED, **{"dagster/backfill": "abcdefgh"}))
+    assert holds_back_refresh(run(dg.DagsterRunStatus.STARTED, **{"dagster/backfill": "abcdefgh"}))
+    assert holds_back_refresh(run(dg.DagsterRunStatus.QUEUED))  # its own earlier request, still queued

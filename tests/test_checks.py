@@ -205,6 +205,43 @@ def test_only_a_complete_pass_counts_as_landed(instance):
 
 def test_freshness_job_runs_the_check(zoom_env, instance):
     job = build_defs({"ZOOM_FRESHNESS_DEADLINE_HOUR": "0"}).resolve_job_def("zoom_freshness_job")
-    [evaluation] = job.execute_in_process(instance=instance).get_asset_check_evaluations()
-    assert evaluation.check_name == "yesterday_landed_by_deadline"
-    assert not evaluation.passed  # nothing landed, and a midnight deadline is always past
+    evaluations = {e.check_name: e for e in job.execute_in_process(instance=instance).get_asset_check_evaluations()}
+    assert set(evaluations) == {"yesterday_landed_by_deadline", "every_day_in_zoom_window_collected"}
+    assert not evaluations["yesterday_landed_by_deadline"].passed  # nothing landed; a midnight deadline is past
+    assert not evaluations["every_day_in_zoom_window_collected"].passed
+
+
+# ---- gaps inside Zoom's window ----------------------------------------------------------------------
+
+
+def report(instance, day: str, kind: str) -> None:
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=RAW, partition=day, metadata={"pass": kind}))
+
+
+def test_the_window_check_names_days_without_a_complete_pass_and_fails_for_those_about_to_be_lost(instance):
+    from zoom_pipeline.checks import window_result
+    from zoom_pipeline.partitions import oldest_served_day
+
+    today = datetime.now(UTC).date()
+    oldest = oldest_served_day(today)
+    about_to_go, later, refreshed_only = (oldest + timedelta(days=n) for n in (3, 40, 90))
+    for n in range((today - oldest).days):
+        day = oldest + timedelta(days=n)
+        if day not in (about_to_go, later, refreshed_only):
+            report(instance, day.isoformat(), "complete")
+    report(instance, refreshed_only.isoformat(), "refresh (day still open)")  # a refresh proves nothing
+
+    result = window_result(instance, today)
+    meta = values(result)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.ERROR
+    assert meta["days_without_complete_pass"] == [d.isoformat() for d in (about_to_go, later, refreshed_only)]
+    assert meta["days_lost_within_14_days"] == [about_to_go.isoformat()]
+    assert result.description.startswith("Collect now or lose it: 1 day(s)")
+    assert about_to_go.isoformat() in result.description
+
+    report(instance, about_to_go.isoformat(), "complete")
+    result = window_result(instance, today)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    for day in (later, refreshed_only):
+        report(instance, day.isoformat(), "complete")
+    assert window_result(instance, today).passed

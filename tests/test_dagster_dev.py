@@ -83,6 +83,7 @@ def test_dagster_dev_serves_the_pipeline_and_stops_on_sigterm(sim, zoom_env, buc
     assert {c["name"] for c in asset["assetChecksOrError"]["checks"]} == {
         "day_matches_zoom",
         "day_matches_fresh_listing",
+        "every_day_in_zoom_window_collected",
         "yesterday_landed_by_deadline",
     }
 

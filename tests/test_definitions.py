@@ -22,6 +22,7 @@ def test_definitions_load_with_the_asset_graph():
         "yesterday_landed_by_deadline",
         "day_matches_zoom",
         "day_matches_fresh_listing",
+        "every_day_in_zoom_window_collected",
     }
 
 

@@ -8,7 +8,7 @@ import dagster as dg
 
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
 from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR, zoom_fresh_listing_check
-from zoom_pipeline.constants import RAW_ASSET_KEY, YESTERDAY_LANDED
+from zoom_pipeline.constants import RAW_ASSET_KEY, WINDOW_COLLECTED, YESTERDAY_LANDED
 from zoom_pipeline.partitions import daily_partitions
 
 DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
@@ -31,7 +31,8 @@ zoom_operation_logs_job = dg.define_asset_job(
     "zoom_operation_logs_job",
     selection=dg.AssetSelection.assets(zoom_operation_logs, zoom_operation_logs_udm)
     - dg.AssetSelection.checks(zoom_fresh_listing_check)
-    - dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED)),
+    - dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED))
+    - dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, WINDOW_COLLECTED)),
     description="Collect one UTC day of Zoom operation logs and normalize them to UDM.",
 )
 
@@ -89,6 +90,13 @@ def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list
     ]
 
 
+def holds_back_refresh(run: dg.DagsterRun) -> bool:
+    """Whether an unfinished run of today makes the sensor wait. A backfill run of today that merely waits
+    in the queue (for a pool slot, behind other days) does not: the refresh has a higher priority, and the
+    conditional writes keep both exact."""
+    return run.status != dg.DagsterRunStatus.QUEUED or "dagster/backfill" not in run.tags
+
+
 # The daemon evaluates this at most every 15 minutes. A date-only run_key would fire once a day (the
 # daemon dedups run keys forever), hence the bucket; skipping while a run of today is in flight keeps
 # refreshes from piling up behind a slow one.
@@ -104,7 +112,7 @@ def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list
 def zoom_today_sensor(context: dg.SensorEvaluationContext):
     now = datetime.now(UTC)
     today = now.date().isoformat()
-    busy = unfinished_runs_of(context.instance, today)
+    busy = [run for run in unfinished_runs_of(context.instance, today) if holds_back_refresh(run)]
     if busy:
         return dg.SkipReason(
             f"Run {busy[0].run_id} of {today} is still {busy[0].status.value.lower()}; "
@@ -167,8 +175,13 @@ def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
 
 zoom_freshness_job = dg.define_asset_job(
     "zoom_freshness_job",
-    selection=dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED)),
-    description="Evaluate whether yesterday's Zoom operation logs landed by the deadline.",
+    selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED), dg.AssetCheckKey(RAW_ASSET_KEY, WINDOW_COLLECTED)
+    ),
+    description=(
+        "Evaluate whether yesterday's Zoom operation logs landed by the deadline, and whether any day inside "
+        "Zoom's window is still uncollected."
+    ),
 )
 
 

@@ -5,6 +5,8 @@
 - `day_matches_fresh_listing` lists a finished day again (nothing is written) and compares it the
   same way; `zoom_completeness_job` runs it for one day.
 - `yesterday_landed_by_deadline`: a complete pass over yesterday landed before the deadline hour.
+- `every_day_in_zoom_window_collected`: every ended day Zoom still serves had a complete pass; fails for
+  days that leave Zoom's window within two weeks ("collect now or lose it").
 
 A drift says how many stored copies are *extra* (a page of the listing proves Zoom has fewer:
 damage), how many listed copies are *missing* (a page proves Zoom has more), and how many records
@@ -24,15 +26,17 @@ from zoom_pipeline.constants import (
     DAY_MATCHES_FRESH_LISTING,
     DAY_MATCHES_ZOOM,
     RAW_ASSET_KEY,
+    WINDOW_COLLECTED,
     YESTERDAY_LANDED,
     ZOOM_API_POOL,
 )
 from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
 from zoom_pipeline.ledger import line_digests, line_time
-from zoom_pipeline.partitions import daily_partitions, validate_day
+from zoom_pipeline.partitions import daily_partitions, oldest_served_day, validate_day
 from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 
 DEFAULT_FRESHNESS_DEADLINE_HOUR = 3
+LOSE_IT_WITHIN_DAYS = 14
 # Written by the raw asset on each materialization; "complete" means the pass began after the day ended.
 COMPLETE_PASS = "complete"
 EXAMPLES = 3
@@ -339,3 +343,65 @@ def build_yesterday_landed_check(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE
         return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour)
 
     return zoom_yesterday_landed_check
+
+
+# ---- gaps: every day Zoom still serves was collected ------------------------------------------------
+
+
+def window_gaps(instance: dg.DagsterInstance, today) -> tuple[list[str], list[str]]:
+    """(ended days inside Zoom's window with no complete pass, those of them leaving it within 14 days)."""
+    oldest = oldest_served_day(today)
+    days = [(oldest + timedelta(days=n)).isoformat() for n in range((today - oldest).days)]
+    first = daily_partitions.start.date().isoformat()
+    days = [d for d in days if d >= first]
+    collected: set[str] = set()
+    cursor = None
+    while True:  # every materialization of those days (refreshes of a day while it was today included)
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=RAW_ASSET_KEY, asset_partitions=days), limit=5000, cursor=cursor
+        )
+        collected.update(r.partition_key for r in result.records if pass_of(r) in (COMPLETE_PASS, None))
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    gaps = [d for d in days if d not in collected]
+    soon = (oldest + timedelta(days=LOSE_IT_WITHIN_DAYS)).isoformat()
+    return gaps, [d for d in gaps if d < soon]
+
+
+def window_result(instance: dg.DagsterInstance, today) -> dg.AssetCheckResult:
+    gaps, urgent = window_gaps(instance, today)
+    metadata = {
+        "oldest_day_zoom_serves": oldest_served_day(today).isoformat(),
+        "days_without_complete_pass": dg.MetadataValue.json(gaps),
+        "days_lost_within_14_days": dg.MetadataValue.json(urgent),
+    }
+    if urgent:
+        return dg.AssetCheckResult(
+            passed=False, metadata=metadata,
+            description=(
+                f"Collect now or lose it: {len(urgent)} day(s) leave Zoom's six-month window within "
+                f"{LOSE_IT_WITHIN_DAYS} days without a complete pass: {', '.join(urgent[:10])}"
+                f"{' ...' if len(urgent) > 10 else ''}. Backfill them from the asset page."
+            ),
+        )
+    if gaps:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+            description=(f"{len(gaps)} day(s) inside Zoom's window have no complete pass yet (the oldest: "
+                         f"{gaps[0]}); none leaves the window within {LOSE_IT_WITHIN_DAYS} days."),
+        )
+    return dg.AssetCheckResult(passed=True, metadata=metadata,
+                               description="Every ended day inside Zoom's window had a complete pass.")
+
+
+@dg.asset_check(
+    asset=RAW_ASSET_KEY,
+    name=WINDOW_COLLECTED,
+    description=(
+        "Every ended day inside Zoom's ~six-month window had a complete pass. Fails naming the days that leave "
+        f"the window within {LOSE_IT_WITHIN_DAYS} days without one; warns for other gaps. No Zoom call."
+    ),
+)
+def zoom_window_collected_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    return window_result(context.instance, datetime.now(UTC).date())

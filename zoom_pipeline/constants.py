@@ -27,3 +27,4 @@ RAW_ASSET_KEY = dg.AssetKey("zoom_operation_logs")
 DAY_MATCHES_ZOOM = "day_matches_zoom"
 DAY_MATCHES_FRESH_LISTING = "day_matches_fresh_listing"
 YESTERDAY_LANDED = "yesterday_landed_by_deadline"
+WINDOW_COLLECTED = "every_day_in_zoom_window_collected"

@@ -6,6 +6,11 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster_aws.s3 import S3Resource
 
+from zoom_pipeline.account import (
+    DEFAULT_DAILY_REQUEST_BUDGET,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    check_store_setting,
+)
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
 from zoom_pipeline.automation import (
     DEFAULT_DAILY_SCHEDULE_CRON,
@@ -17,7 +22,12 @@ from zoom_pipeline.automation import (
     zoom_operation_logs_job,
     zoom_today_sensor,
 )
-from zoom_pipeline.checks import build_yesterday_landed_check, freshness_deadline_hour, zoom_fresh_listing_check
+from zoom_pipeline.checks import (
+    build_yesterday_landed_check,
+    freshness_deadline_hour,
+    zoom_fresh_listing_check,
+    zoom_window_collected_check,
+)
 from zoom_pipeline.constants import (
     DEFAULT_API_BASE_URL,
     DEFAULT_LOCAL_STORE_DIR,
@@ -45,6 +55,22 @@ def _setting(env: Mapping[str, str], name: str, default):
     return dg.EnvVar.int(name) if isinstance(default, int) else dg.EnvVar(name)
 
 
+def _positive(env: Mapping[str, str], name: str, default: float | int, what: str):
+    """A limit read when the definitions load: a positive number (whole for an int default), else
+    ValueError with one sentence."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if isinstance(default, int) else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value != value or value == float("inf"):
+        kind = "a positive whole number" if isinstance(default, int) else "a positive number"
+        raise ValueError(f"{name} must be {kind} of {what}, got {env[name]!r}.")
+    return value
+
+
 def build_resources(env: Mapping[str, str] = os.environ) -> dict:
     """Resources for every environment. Secrets are EnvVars: resolved at launch, never shown."""
     store = ZoomStore(
@@ -67,6 +93,23 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict:
             oauth_token_url=_setting(env, "ZOOM_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
             page_size=_setting(env, "PAGE_SIZE", DEFAULT_PAGE_SIZE),
             timeout=_setting(env, "TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+            # What all runs of the instance share about the account (zoom_pipeline/account.py), read when
+            # the definitions load so a bad value fails there:
+            #   ZOOM_MAX_REQUESTS_PER_SECOND  report calls a second, all runs together (default 5: half of
+            #                                 Zoom's Pro limit of 10, the rest left to the account's other apps)
+            #   ZOOM_DAILY_REQUEST_BUDGET     report calls per UTC day, all runs together (default 20000: two
+            #                                 thirds of Zoom's Pro limit of 30000)
+            #   ZOOM_ACCOUNT_STORE            where they are counted and the token is shared: auto (PostgreSQL
+            #                                 with DAGSTER_PG_HOST, else $DAGSTER_HOME/zoom_account.sqlite, else
+            #                                 this process), memory, sqlite, postgres, a postgresql:// URL or a
+            #                                 path to a .sqlite file
+            max_requests_per_second=_positive(
+                env, "ZOOM_MAX_REQUESTS_PER_SECOND", DEFAULT_MAX_REQUESTS_PER_SECOND, "report calls per second"
+            ),
+            daily_request_budget=_positive(
+                env, "ZOOM_DAILY_REQUEST_BUDGET", DEFAULT_DAILY_REQUEST_BUDGET, "report calls per UTC day"
+            ),
+            account_store=check_store_setting(env.get("ZOOM_ACCOUNT_STORE") or "auto"),
         ),
         "zoom_store": store,
         "zoom_logs_io_manager": ZoomLogsIOManager(store=store),
@@ -80,7 +123,8 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
     deadline_hour = freshness_deadline_hour(env.get("ZOOM_FRESHNESS_DEADLINE_HOUR"))
     return dg.Definitions(
         assets=[zoom_operation_logs, zoom_operation_logs_udm],
-        asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_fresh_listing_check],
+        asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_fresh_listing_check,
+                      zoom_window_collected_check],
         jobs=[zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job],
         schedules=[
             build_zoom_daily_schedule(env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON),

@@ -82,7 +82,9 @@ def collect(
     now = now or datetime.now(UTC)
     complete = is_complete(day, now)
     parts = days.parts(day)
-    stored = days.digest(parts, newest_time=not complete)
+    first, last = day_bounds(day)
+    # A stored record timed after the day (clock skew) must not make every refresh stop at page 1.
+    stored = days.digest(parts, newest_time=None if complete else last)
     previous = days.day_state(day) if complete else None
     page_size = next_page_size(previous, zoom.page_size) if complete else zoom.page_size
     if page_size != zoom.page_size:
@@ -91,7 +93,6 @@ def collect(
     day_pass = zoom.day_pass(day, page_size=page_size, now=now)
     ledger = PassLedger(stored.multiset)
     writer = PartWriter() if write else None
-    first, last = day_bounds(day)
     found = CollectedDay(day, complete, None, parts, len(stored.multiset), stored.lines_per_part, day_pass.stats,
                          ledger, page_size, previous_state=previous)
     last_progress = time.monotonic()

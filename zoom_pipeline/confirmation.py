@@ -1,17 +1,19 @@
 """When a stored day is proven to equal Zoom's, and which page size the next complete pass uses.
 
-Pure logic, no I/O. Each complete pass leaves a `DayState` (stored as the day's pass record):
+Pure logic, no I/O. The page rule (ledger.py) keeps every stored record at most as often as one page
+of Zoom's listing showed it, so storage never holds more of a record than Zoom does. A complete pass
+also learns how many records Zoom lists for the day: the positions it was served, which is the
+listing's length when its last page was read. Together these prove a day exact by counting alone:
 
-- a *clean* pass (no record on two pages, nothing out of order) listed exactly Zoom's day, so after
-  it the day is exact;
-- otherwise the same-second groups a page boundary cut with a record on both sides (`GroupSpan`)
-  were not proven. If Zoom lists as many records as at the previous complete pass, nothing arrived
-  in between (Zoom never deletes), so every other group of this pass is proven, and a group stays
-  awaiting only if neither pass proved it. If the count changed, nothing of this pass is taken as
-  proven beyond what it wrote.
+    stored ≤ Zoom's, record by record, and stored records in all = Zoom's count  ⇒  stored = Zoom's.
 
-The next complete pass picks a page size whose boundaries cut none of the awaiting groups (when one
-exists), so they land whole on one page, where a single page's count is the truth.
+So a day is **exact** when, after a complete pass has written its part, the day holds as many records
+as that pass was served. Otherwise `awaiting` = Zoom's count − stored copies: copies no page has shown
+yet. They sit in same-second groups a page boundary cut with a record on both sides (`GroupSpan`: a
+twin's second copy on the other side, or a record a reorder within the second moved across), or were
+added while the pass paged. The next complete pass reads the day with a page size whose boundaries cut
+none of those groups (when one exists), so each lands whole on one page, where one page's count is the
+truth. Each complete pass leaves a `DayState`, stored as the day's pass record.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -23,61 +25,57 @@ SMALLEST_PAGE_SIZE = 150  # at most twice the calls of a full-size pass
 
 @dataclass
 class DayState:
-    """What the complete passes so far prove about a stored day."""
+    """What the latest complete pass proves about a stored day."""
 
-    listed: int  # records Zoom listed at the end of the latest complete pass
+    listed: int  # records Zoom listed at the end of the pass
+    stored: int  # records the day holds once the pass's part is stored
     page_size: int
-    exact: bool
-    verified: bool  # False: the listing moved (or this was the first pass); `awaiting` is provisional
-    awaiting: list[GroupSpan] = field(default_factory=list)
+    awaiting: list[GroupSpan] = field(default_factory=list)  # where the next pass should not cut
     passes: int = 1
 
     @property
+    def exact(self) -> bool:
+        return self.stored == self.listed
+
+    @property
     def awaiting_records(self) -> int:
-        return sum(g.records for g in self.awaiting)
+        """Copies Zoom counts that no page has shown yet (negative: more stored than Zoom lists)."""
+        return self.listed - self.stored
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "exact": self.exact}
 
     @classmethod
     def from_json(cls, data: dict) -> "DayState":
         awaiting = [GroupSpan(g["time"], g["first"], g["last"], g["records"], [tuple(s) for s in g["splits"]])
                     for g in data.get("awaiting") or []]
-        return cls(
-            listed=int(data["listed"]),
-            page_size=int(data["page_size"]),
-            exact=bool(data["exact"]),
-            verified=bool(data["verified"]),
-            awaiting=awaiting,
-            passes=int(data.get("passes") or 1),
-        )
+        return cls(listed=int(data["listed"]), stored=int(data["stored"]), page_size=int(data["page_size"]),
+                   awaiting=awaiting, passes=int(data.get("passes") or 1))
 
 
 def after_pass(previous: DayState | None, ledger: PassLedger, page_size: int) -> DayState:
-    """The day's state once a complete pass (its ledger finished) has written what it admitted."""
+    """The day's state once a complete pass (its ledger finished) has stored what it admitted."""
     passes = (previous.passes if previous else 0) + 1
-    if ledger.clean:
-        return DayState(ledger.listed, page_size, exact=True, verified=True, passes=passes)
-    quiet = previous is not None and previous.listed == ledger.listed and not ledger.moved and not ledger.unsorted
-    if quiet:
-        # Nothing arrived since the previous pass ended: a group is still open only if this pass
-        # could not prove it either (and the previous one, if it proved anything, did not).
-        before = {g.time for g in previous.awaiting} if previous.verified else None
-        awaiting = [g for g in ledger.unconfirmed if before is None or g.time in before]
-        exact = not awaiting and not ledger.odd_on_two_pages
-        return DayState(ledger.listed, page_size, exact=exact, verified=True, awaiting=awaiting, passes=passes)
-    return DayState(ledger.listed, page_size, exact=False, verified=False, awaiting=list(ledger.unconfirmed),
-                    passes=passes)
+    stored = len(ledger.stored) + ledger.new
+    if stored == ledger.listed:
+        return DayState(ledger.listed, stored, page_size, passes=passes)
+    awaiting = list(ledger.unconfirmed)
+    if previous is not None and previous.listed == ledger.listed and previous.awaiting:
+        # Nothing arrived since (Zoom never deletes): a group the previous pass had whole on one page is
+        # complete in storage, so only groups both passes cut can still lack a copy.
+        before = {g.time for g in previous.awaiting}
+        awaiting = [g for g in awaiting if g.time in before] or awaiting
+    return DayState(ledger.listed, stored, page_size, awaiting=awaiting, passes=passes)
 
 
-def proven_by(previous: DayState | None, ledger: PassLedger):
-    """`proven(time)`: whether this listing alone proves the content of that second's group, so that a
-    stored copy it did not show is surplus rather than unproven."""
-    if ledger.clean:
-        return lambda t: True
-    quiet = previous is not None and previous.listed == ledger.listed and not ledger.moved and not ledger.unsorted
+def proven_by(ledger: PassLedger):
+    """`proven(time)`: whether this listing alone proves the content of that second's group (it was
+    not cut with a record on both sides, and the listing did not move), so that a stored copy it did not
+    show is surplus rather than unproven."""
+    if ledger.moved or ledger.unsorted:
+        return lambda t: False
     cut = {g.time for g in ledger.unconfirmed}
-    return lambda t: quiet and t is not None and t not in cut
+    return lambda t: t is not None and t not in cut
 
 
 def next_page_size(state: DayState | None, largest: int) -> int:

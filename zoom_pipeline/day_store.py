@@ -240,8 +240,13 @@ class DayStore:
         with self.store.open(parts.key(name)) as body:
             yield from read_lines(body)
 
-    def digest(self, parts: DayParts, *, newest_time: bool = False) -> StoredDigests:
-        """The day's stored multiset, streamed part by part and batch by batch (no list of the day)."""
+    def batches(self, parts: DayParts, name: str) -> Iterator[list[bytes]]:
+        with self.store.open(parts.key(name)) as body:
+            yield from read_batches(body)
+
+    def digest(self, parts: DayParts, *, newest_time: str | None = None) -> StoredDigests:
+        """The day's stored multiset, streamed part by part and batch by batch (no list of the day), and
+        with `newest_time` (a bound) the newest well-formed time at or before it."""
         per_part: dict[str, int] = {}
         newest: str | None = None
 
@@ -255,26 +260,13 @@ class DayStore:
                         if newest_time:
                             for line in batch:
                                 t = line_time(line)
-                                if t is not None and (newest is None or t > newest):
+                                if t is not None and t <= newest_time and (newest is None or t > newest):
                                     newest = t
                         yield from line_digests(batch)
                 per_part[name] = count
 
         multiset = StoredMultiset(digests())
         return StoredDigests(multiset, per_part, newest)
-
-    def lines_with_digest(self, parts: DayParts, wanted: set[int], limit: int) -> list[bytes]:
-        """Up to `limit` stored lines whose digest is in `wanted` (for a check's examples)."""
-        found: list[bytes] = []
-        for name in parts.names:
-            with self.store.open(parts.key(name)) as body:
-                for batch in read_batches(body):
-                    for line, d in zip(batch, line_digests(batch), strict=True):
-                        if d in wanted:
-                            found.append(line)
-                            if len(found) >= limit:
-                                return found
-        return found
 
     def describe(self, parts: DayParts, name: str) -> TempPart:
         """A stored part described as its manifest needs it (read once into a temp file)."""

@@ -213,7 +213,7 @@ class PassLedger:
         self._group_first = self._group_last = 0
         self._group_records = 0
         self._group_span: GroupSpan | None = None
-        self._odd: dict[int, int] = {}  # records without a time: digest -> page first listed on
+        self._odd: dict[int, tuple[int, int]] = {}  # records without a time: digest -> (page, position)
         self.odd_on_two_pages = 0
 
     @property
@@ -267,8 +267,13 @@ class PassLedger:
                     self._split(entry[2], start + i)
             else:
                 if t is None:
-                    if self._odd.setdefault(d, page) != page:
+                    first_page, first_position = self._odd.setdefault(d, (page, start + i))
+                    if first_page != page:
+                        # Where Zoom sorts a record without a time is unknown: its copies on two pages
+                        # are kept apart like a cut group's, so the next pass avoids cutting them.
                         self.odd_on_two_pages += 1
+                        self.unconfirmed.append(GroupSpan("", first_position, start + i, 2,
+                                                          [(first_position, start + i)]))
                 elif fast:
                     self.moved += 1
                 if count_written is None:

@@ -81,6 +81,8 @@ def pass_metadata(found: CollectedDay) -> dict:
         "api_calls": stats.api_calls,
         "api_retries": stats.retries,
         "token_mints": stats.token_mints,
+        "tokens_adopted": stats.tokens_adopted,
+        "zoom_calls_used_today": stats.calls_used_today if stats.calls_used_today is not None else 0,
         "day_restarts": stats.restarts,
         "stopped_early": stats.stopped_early,
         "day_exact": bool(state and state.exact),

@@ -35,6 +35,7 @@ import sys
 import threading
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -603,11 +604,18 @@ class ZoomSimulator:
     pagination may repeat or skip records of a straddling group. ``shuffle_seed`` (an int) makes call
     n's permutation a function of (seed, n), n counted since reset_stats; None draws fresh randomness.
     day_records() always gives the unshuffled order.
+
+    ``invalidate_on_mint=True``: like Zoom for one Server-to-Server app, every mint invalidates every
+    token minted before it (they answer 401, code 124 "Invalid access token."), so runs that each mint
+    their own token knock each other out. ``max_requests_per_second=N`` (None: unlimited): a report
+    call that would be the (N+1)-th admitted within the last second answers Zoom's per-second 429
+    (``X-RateLimit-Type: QPS``, no Retry-After) instead; ``stats()["qps_rejections"]`` counts them, and
+    they count as ``status_counts["429"]`` and ``report_calls`` too (and take a call number).
     """
 
     _CONFIG_KEYS = ("account_id", "client_id", "client_secret", "token_ttl", "page_token_ttl",
                     "retention_days", "scopes", "last_token_style", "today", "shuffle_within_second",
-                    "shuffle_seed")
+                    "shuffle_seed", "invalidate_on_mint", "max_requests_per_second")
 
     def __init__(
         self,
@@ -650,6 +658,9 @@ class ZoomSimulator:
         self.today: dt.date | None = None
         self.shuffle_within_second = False
         self.shuffle_seed: int | None = None
+        self.invalidate_on_mint = False
+        self.max_requests_per_second: float | None = None
+        self._admitted: deque[float] = deque()  # monotonic times of report calls admitted in the last second
         self.configure(last_token_style=last_token_style, today=today, scopes=scopes,
                        shuffle_within_second=shuffle_within_second, shuffle_seed=shuffle_seed)
         self._reset_stats_locked()
@@ -731,9 +742,14 @@ class ZoomSimulator:
                     value = float(value) if not isinstance(value, int) else value
                 elif key == "retention_days":
                     value = int(value)
-                elif key == "shuffle_within_second":
+                elif key in ("shuffle_within_second", "invalidate_on_mint"):
                     if not isinstance(value, bool):  # "false" from a sloppy client must not mean on
-                        raise ValueError("shuffle_within_second must be true or false")
+                        raise ValueError(f"{key} must be true or false")
+                elif key == "max_requests_per_second":
+                    if value is not None:
+                        value = float(value)
+                        if not value > 0:
+                            raise ValueError("max_requests_per_second must be a positive number or null")
                 elif key == "shuffle_seed":
                     value = None if value is None else int(value)
                 elif key in ("account_id", "client_id", "client_secret", "scopes"):
@@ -951,6 +967,7 @@ class ZoomSimulator:
         self._in_flight = 0
         self._max_in_flight = 0
         self._connections = 0
+        self._qps_rejections = 0
 
     def reset_stats(self) -> None:
         """Zero the counters; report calls are numbered from 1 again for on_report_call, late_events
@@ -990,6 +1007,7 @@ class ZoomSimulator:
                 "max_in_flight": self._max_in_flight,
                 "connections": self._connections,
                 "pending_faults": len(self._faults) + len(self._token_faults),
+                "qps_rejections": self._qps_rejections,
             }
 
     def _track(self, conn: socket.socket, opened: bool) -> None:
@@ -1074,6 +1092,8 @@ class ZoomSimulator:
                 return self._status(_oauth_error("Bad Request", "invalid_request"))
             if account != self.account_id:
                 return self._status(_oauth_error("Account does not exist", "invalid_request"))
+            if self.invalidate_on_mint:
+                self._tokens.clear()  # every earlier token now answers 401, code 124 "Invalid access token."
             token = self._mint()
             self._tokens_issued += 1
             return self._status(_json(200, {"access_token": token, "token_type": "bearer",
@@ -1107,6 +1127,11 @@ class ZoomSimulator:
             self._by_day[key] = self._by_day.get(key, 0) + 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            if self.max_requests_per_second is not None and self._over_qps():
+                self._qps_rejections += 1
+                self._in_flight -= 1
+                return self._status(_api_error(429, 429, MSG_QPS, (("X-RateLimit-Category", "Heavy"),
+                                                                   ("X-RateLimit-Type", "QPS"))))
             if bearer in self._tokens:
                 now = time.monotonic()
                 self._token_use.setdefault(bearer, [now, now])[1] = now
@@ -1135,6 +1160,17 @@ class ZoomSimulator:
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    def _over_qps(self) -> bool:
+        """Whether this call exceeds the per-second limit (caller holds the lock); admits it if not."""
+        now = time.monotonic()
+        window = self._admitted
+        while window and now - window[0] >= 1.0:
+            window.popleft()
+        if len(window) >= self.max_requests_per_second:
+            return True
+        window.append(now)
+        return False
 
     def _status(self, resp: _Resp) -> _Resp:
         if not resp.reset:

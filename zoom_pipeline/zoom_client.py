@@ -17,6 +17,7 @@ import orjson
 import requests
 from pydantic import PrivateAttr
 
+from zoom_pipeline.account import AccountState, AccountStoreUnavailable, BudgetSpent
 from zoom_pipeline.constants import (
     DEFAULT_API_BASE_URL,
     DEFAULT_OAUTH_TOKEN_URL,
@@ -27,6 +28,8 @@ from zoom_pipeline.ledger import encode_record, line_time
 
 RECORDS_KEY = "operation_logs"
 MAX_RETRY_AFTER_SECONDS = 300.0
+MINT_WAIT_SECONDS = 60.0  # longest wait for another run's mint before minting anyway
+MAX_TOKEN_REFRESHES = 3  # token replacements after 401s within one report call
 
 
 class ZoomError(Exception):
@@ -58,6 +61,24 @@ class ZoomDailyLimitError(ZoomError):
         )
 
 
+class ZoomBudgetSpentError(ZoomDailyLimitError):
+    """This project's own daily budget (ZOOM_DAILY_REQUEST_BUDGET) is spent, before Zoom's limit is:
+    no report call is made before `reset_at` (00:00 UTC)."""
+
+    def __init__(self, budget: int, reset_at: datetime):
+        self.budget = budget
+        self.reset_at = reset_at
+        ZoomError.__init__(
+            self,
+            f"Stopped before Zoom's own daily limit: this project's daily budget of {budget} report calls "
+            f"(ZOOM_DAILY_REQUEST_BUDGET) is spent; calls resume at 00:00 UTC ({reset_at:%Y-%m-%dT%H:%M:%SZ}).",
+        )
+
+
+class ZoomAccountStoreError(ZoomError):
+    """The shared account store (pace, budget, token) cannot be reached; no Zoom call was made."""
+
+
 class PageTokenExpired(Exception):
     """Zoom code 300 for a `next_page_token`: the day must be read again from page 1."""
 
@@ -71,7 +92,9 @@ class PassStats:
     records: int = 0
     restarts: int = 0
     retries: int = 0
-    token_mints: int = 0
+    token_mints: int = 0  # tokens this pass minted after Zoom rejected one
+    tokens_adopted: int = 0  # newer tokens another run had shared, taken after Zoom rejected one
+    calls_used_today: int | None = None  # report calls the account's runs made today (UTC), this pass's included
     invalid_utf8_records: int = 0
     stopped_early: bool = False
     started_at: float = field(default_factory=time.monotonic)
@@ -120,14 +143,18 @@ class _ClientState:
     """A client's mutable state as plain attributes: the page loop reads it on every call, and a
     pydantic private attribute costs microseconds per read."""
 
-    __slots__ = ("lock", "send_settings", "session", "token", "token_expires")
+    __slots__ = ("account", "account_lock", "lock", "send_settings", "session", "token", "token_expires",
+                 "token_minted")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.account_lock = threading.Lock()
+        self.account: AccountState | None = None
         self.session: requests.Session | None = None
         self.send_settings: dict | None = None
         self.token: str | None = None
         self.token_expires = 0.0
+        self.token_minted = False  # whether `token` came from this client's own mint
 
 
 class ZoomClient(dg.ConfigurableResource):
@@ -135,7 +162,16 @@ class ZoomClient(dg.ConfigurableResource):
 
     The token is cached until shortly before it expires and re-minted once on a 401 / code 124.
     Per-second 429s, 5xx, connection errors and unreadable 200 bodies are retried with exponential
-    backoff and jitter; a daily-limit 429, bad credentials and missing scopes fail at once.
+    backoff and jitter (or exactly Zoom's Retry-After); a daily-limit 429, bad credentials and missing
+    scopes fail at once.
+
+    What runs share about the account lives in `account_store` (see zoom_pipeline.account): each report
+    call first spends one call of `daily_request_budget` (per UTC day) and waits for a slot of
+    `max_requests_per_second`, both counted across every run using the store; the access token is
+    taken from the store when another run shared a valid one, minted (by one run at a time) only when
+    none is, and shared sealed; after a 401 the client takes a newer shared token before minting.
+    A client built in code keeps the old behaviour: `account_store="memory"` (this client alone), no
+    pace and no budget. The deployed definitions set the shared defaults (definitions.py).
     """
 
     account_id: str
@@ -149,12 +185,57 @@ class ZoomClient(dg.ConfigurableResource):
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 60.0
     max_day_restarts: int = 3
+    account_store: str = "memory"  # auto | memory | sqlite | postgres | postgresql://... | path.sqlite
+    max_requests_per_second: float | None = None  # account-wide pace of report calls; None: none
+    daily_request_budget: int | None = None  # report calls per UTC day for all runs; None: no cap of ours
 
     _state: "_ClientState" = PrivateAttr(default_factory=lambda: _ClientState())
 
     def __repr_args__(self):
         # The secret never reaches a repr, a log line or a traceback's locals.
         return [(k, "**********" if k == "client_secret" else v) for k, v in super().__repr_args__()]
+
+    # ---- the account's shared state ------------------------------------------------------
+    def account(self) -> AccountState:
+        """The account's shared state, opened on first use: before any Zoom call, so an unreachable
+        store fails the run with one sentence and nothing done."""
+        state = self._state
+        if state.account is None:
+            with state.account_lock:
+                if state.account is None:
+                    try:
+                        state.account = AccountState.open(
+                            self.account_store,
+                            account_id=self.account_id,
+                            client_id=self.client_id,
+                            client_secret=self.client_secret,
+                            api_base_url=self.api_base_url,
+                            oauth_token_url=self.oauth_token_url,
+                            max_requests_per_second=self.max_requests_per_second,
+                            daily_request_budget=self.daily_request_budget,
+                        )
+                    except AccountStoreUnavailable as exc:
+                        raise ZoomAccountStoreError(str(exc)) from None
+        return state.account
+
+    def use_account(self, account: AccountState) -> "ZoomClient":
+        """Use `account` (e.g. one with an injected clock) instead of opening `account_store`."""
+        self._state.account = account
+        return self
+
+    def calls_used_today(self) -> int:
+        """Report calls the runs sharing this account's store made today (UTC)."""
+        return self.account().used_today()
+
+    def teardown_after_execution(self, context) -> None:
+        self.close()
+
+    def close(self) -> None:
+        state = self._state
+        with state.account_lock:
+            if state.account is not None:
+                state.account.close()
+                state.account = None
 
     # ---- HTTP plumbing -------------------------------------------------------------------
     @property
@@ -191,43 +272,89 @@ class ZoomClient(dg.ConfigurableResource):
 
     # ---- OAuth ---------------------------------------------------------------------------
     def authenticate(self, *, force: bool = False) -> str:
-        """Return a valid access token, minting one if none is cached (or `force`)."""
+        """Return a valid access token: the cached one, else the account's shared one, else a new one.
+
+        `force` discards the cached token (Zoom rejected it): a different valid token another run
+        shared is taken, and only without one is a new token minted."""
+        return self._token(rejected=self._state.token if force else None, force=force)
+
+    def _token(self, *, rejected: str | None = None, force: bool = False, stats: PassStats | None = None) -> str:
         state = self._state
         with state.lock:
             if not force and state.token and time.monotonic() < state.token_expires:
                 return state.token
+            if rejected is not None and state.token is not None and state.token != rejected:
+                return state.token  # another thread of this client already replaced it
+            account = self.account()  # before any Zoom call
+            bad = {rejected, state.token if force else None} - {None}
+            if rejected:
+                account.forget_token(rejected)
             state.token = None
-            for attempt in range(self.max_attempts):
+            deadline = time.monotonic() + MINT_WAIT_SECONDS
+            while True:
+                shared = account.shared_token()
+                if shared is not None and shared.token not in bad:
+                    self._adopt(shared.token, shared.renew_at - time.time(), minted=False)
+                    if stats is not None and rejected:
+                        stats.tokens_adopted += 1
+                    return shared.token
+                if account.begin_mint() or time.monotonic() > deadline:
+                    break
+                time.sleep(random.uniform(0.05, 0.15))  # another run is minting: wait for what it shares
+            try:
+                shared = account.shared_token()  # published while we took the lease?
+                if shared is not None and shared.token not in bad:
+                    self._adopt(shared.token, shared.renew_at - time.time(), minted=False)
+                    if stats is not None and rejected:
+                        stats.tokens_adopted += 1
+                    return shared.token
+                token, expires_in, issued_at = self._mint()
+                published = account.publish_token(token, expires_in, issued_at)
+                self._adopt(token, published.renew_at - time.time(), minted=True)
+                if stats is not None and rejected:
+                    stats.token_mints += 1
+                return token
+            finally:
+                account.end_mint()
+
+    def _adopt(self, token: str, lifetime: float, *, minted: bool) -> None:
+        state = self._state
+        state.token = token
+        state.token_minted = minted
+        state.token_expires = time.monotonic() + lifetime
+
+    def _mint(self) -> tuple[str, float, float]:
+        """(token, expires_in, wall time it was issued) from Zoom's token endpoint."""
+        last = ""
+        for attempt in range(self.max_attempts):
+            try:
+                resp = self.session.post(
+                    self.oauth_token_url,
+                    data={"grant_type": "account_credentials", "account_id": self.account_id},
+                    auth=(self.client_id, self.client_secret),
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as exc:
+                last = f"cannot reach Zoom's token endpoint {self.oauth_token_url} ({type(exc).__name__})"
+                self._sleep_backoff(attempt)
+                continue
+            if resp.status_code == 200:
                 try:
-                    resp = self.session.post(
-                        self.oauth_token_url,
-                        data={"grant_type": "account_credentials", "account_id": self.account_id},
-                        auth=(self.client_id, self.client_secret),
-                        timeout=self.timeout,
-                    )
-                except requests.RequestException as exc:
-                    last = f"cannot reach Zoom's token endpoint {self.oauth_token_url} ({type(exc).__name__})"
+                    body = orjson.loads(resp.content)
+                    token = body["access_token"]
+                    expires_in = float(body.get("expires_in") or 3600)
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    last = "Zoom's token endpoint answered 200 without a usable access_token"
                     self._sleep_backoff(attempt)
                     continue
-                if resp.status_code == 200:
-                    try:
-                        body = orjson.loads(resp.content)
-                        token = body["access_token"]
-                        expires_in = float(body.get("expires_in") or 3600)
-                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                        last = "Zoom's token endpoint answered 200 without a usable access_token"
-                        self._sleep_backoff(attempt)
-                        continue
-                    state.token = token
-                    # Renew a minute early (or at 90 % of a short lifetime) so no call races expiry.
-                    state.token_expires = time.monotonic() + max(expires_in - 60, expires_in * 0.9)
-                    return token
-                if resp.status_code >= 500 or resp.status_code == 429:
-                    last = f"Zoom's token endpoint answered HTTP {resp.status_code}"
-                    self._sleep_backoff(attempt)
-                    continue
-                raise ZoomError(self._credential_error(resp))
-            raise ZoomRetryableError(f"Could not obtain a Zoom access token after {self.max_attempts} tries: {last}.")
+                # publish_token renews it a minute early (or at 90 % of a short lifetime): no call races expiry.
+                return token, expires_in, time.time()
+            if resp.status_code >= 500 or resp.status_code == 429:
+                last = f"Zoom's token endpoint answered HTTP {resp.status_code}"
+                self._sleep_backoff(attempt)
+                continue
+            raise ZoomError(self._credential_error(resp))
+        raise ZoomRetryableError(f"Could not obtain a Zoom access token after {self.max_attempts} tries: {last}.")
 
     def _credential_error(self, resp: requests.Response) -> str:
         _, message = _zoom_message(resp)
@@ -249,10 +376,17 @@ class ZoomClient(dg.ConfigurableResource):
         if page_token:
             params["next_page_token"] = page_token
         url = f"{self.api_base_url.rstrip('/')}/report/operationlogs"
-        reminted = False
+        refreshes = 0
         last = ""
+        account = self.account()
         for attempt in range(self.max_attempts):
             token = self.authenticate()
+            try:
+                stats.calls_used_today = account.spend()
+            except BudgetSpent as exc:
+                raise ZoomBudgetSpentError(exc.budget, exc.resume_at) from None
+            if not account.acquire(cancelled):
+                raise _Cancelled
             stats.api_calls += 1
             try:
                 # What Session.get does, minus re-reading the environment on every page.
@@ -292,14 +426,16 @@ class ZoomClient(dg.ConfigurableResource):
                 self._sleep_backoff(attempt, cancelled=cancelled)
                 continue
             if code == 124 or status == 401:
-                if reminted:
+                # A token this client minted after a rejection, rejected again, is a real problem; a
+                # shared one may just have been replaced meanwhile (by another run's mint), once more.
+                fresh = refreshes > 0 and self._state.token_minted and self._state.token == token
+                if fresh or refreshes >= MAX_TOKEN_REFRESHES:
                     raise ZoomError(
                         f"Zoom rejected a freshly minted access token ({message or status}); check that the "
                         "Server-to-Server OAuth app is activated and ZOOM_ACCOUNT_ID is its account."
                     )
-                reminted = True
-                stats.token_mints += 1
-                self.authenticate(force=True)
+                refreshes += 1
+                self._token(rejected=token, force=True, stats=stats)
                 continue
             if code == 300 and "token" in message.lower() and page_token:
                 raise PageTokenExpired(message)

@@ -336,7 +336,10 @@ class DayStore:
         if not passes:
             return None
         with self.store.open(passes[-1]) as body:
-            return DayState.from_json(orjson.loads(body.read())["state"])
+            try:
+                return DayState.from_json(orjson.loads(body.read())["state"])
+            except (KeyError, TypeError, ValueError):
+                return None  # a record this version cannot read: the pass starts from no state, as a first one
 
     def put_day_state(self, day: str, state: DayState, record: dict) -> None:
         """Record a complete pass under the next free pass number (a racer's record is kept too)."""

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, time, timedelta
 import dagster as dg
 
 from zoom_pipeline.collector import CollectedDay, collect, is_complete
-from zoom_pipeline.confirmation import proven_by
 from zoom_pipeline.constants import (
     DAY_MATCHES_FRESH_LISTING,
     DAY_MATCHES_ZOOM,
@@ -31,7 +30,6 @@ from zoom_pipeline.constants import (
     ZOOM_API_POOL,
 )
 from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
-from zoom_pipeline.ledger import line_digests, line_time
 from zoom_pipeline.partitions import daily_partitions, oldest_served_day, validate_day
 from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 
@@ -63,29 +61,6 @@ class Drift:
         self.awaiting = max(0, listed - stored_after - self.missing)
 
 
-def _surplus(days: DayStore, parts: DayParts, found: CollectedDay, drift: Drift) -> int:
-    """Sort the stored copies no page showed into extra (their group is proven) and unproven; return
-    how many are provably extra."""
-    unshown = Counter(found.ledger.stored.unaccounted())
-    proven = proven_by(found.ledger)
-    extra = 0
-    for name in parts.names:
-        if not unshown:
-            break
-        for batch in days.batches(parts, name):
-            for line, d in zip(batch, line_digests(batch), strict=True):
-                copies = unshown.pop(d, 0)
-                if not copies:
-                    continue
-                if proven(line_time(line)):
-                    extra += copies
-                    if len(drift.extra_examples) < EXAMPLES:
-                        drift.extra_examples.append(line)
-                else:
-                    drift.unproven += copies
-    return extra
-
-
 def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
     """What this run listed against what storage holds now that its part is stored."""
     drift = Drift()
@@ -110,7 +85,8 @@ def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
                     drift.missing += 1
     elif ours is None and found.part is not None:
         drift.missing = found.part.records
-    drift.settle(found.ledger.listed, stored_after, _surplus(days, found.parts_before, found, drift))
+    drift.unproven, drift.extra_examples = found.unshown.unproven, list(found.unshown.extra_examples)
+    drift.settle(found.ledger.listed, stored_after, found.unshown.extra)
     drift.awaiting_groups = len(found.state.awaiting) if found.state and drift.awaiting else 0
     return drift
 
@@ -118,8 +94,8 @@ def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
 def fresh_listing_drift(days: DayStore, found: CollectedDay) -> Drift:
     """A listing made without writing (`collect(write=False)`) against what storage holds."""
     drift = Drift(missing=found.ledger.new, missing_examples=list(found.missing_examples))
-    provable = _surplus(days, found.parts_before, found, drift)
-    drift.settle(found.ledger.listed, found.stored_before + found.ledger.new, provable)
+    drift.unproven, drift.extra_examples = found.unshown.unproven, list(found.unshown.extra_examples)
+    drift.settle(found.ledger.listed, found.stored_before + found.ledger.new, found.unshown.extra)
     drift.awaiting_groups = len(found.ledger.unconfirmed) if drift.awaiting else 0
     manifests = days.manifests(found.day)
     drift.parts_without_manifest = [n for n in found.parts_before.names if n not in manifests]

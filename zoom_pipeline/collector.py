@@ -10,17 +10,28 @@ hands the result to the IO manager, which stores it.
 """
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from zoom_pipeline.confirmation import DayState, after_pass, next_page_size
+from zoom_pipeline.confirmation import DayState, after_pass, next_page_size, proven_by
 from zoom_pipeline.day_store import DayParts, DayStore, PartWriter, TempPart
 from zoom_pipeline.ledger import GroupSpan, PassLedger, encode_record, line_digests, line_time
 from zoom_pipeline.zoom_client import RESTART, PassStats, ZoomClient
 
 PROGRESS_EVERY_PAGES = 25
 EXAMPLES = 3
+
+
+@dataclass
+class Unshown:
+    """The stored copies no page of the pass showed: `extra` where the pass proves their second's group
+    (Zoom lists fewer: damage), `unproven` where it could not (a cut group: fine)."""
+
+    extra: int = 0
+    unproven: int = 0
+    extra_examples: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +52,7 @@ class CollectedDay:
     outside_day: int = 0  # records whose time is not on the partition's UTC day
     odd: int = 0  # records without a well-formed time
     missing_examples: list[bytes] = field(default_factory=list)
+    unshown: Unshown = field(default_factory=Unshown)
     oldest_listed: str | None = None
     newest_listed: str | None = None
 
@@ -152,9 +164,36 @@ def collect(
             "with the day Zoom listed them under (Zoom's from/to are taken as UTC days).")
     found.complete = complete and not day_pass.stats.stopped_early
     if found.complete:
-        found.state = after_pass(previous, ledger, page_size)
+        found.unshown = unshown_copies(days, parts, ledger)
+        if found.unshown.extra:
+            log(f"{day}: {found.unshown.extra} stored copies are more than Zoom lists (the pass proves their "
+                "second's group): the day was changed outside the pipeline.")
+        found.state = after_pass(previous, ledger, page_size, extra=found.unshown.extra)
         if not found.state.exact:
             log(f"{day}: {found.state.awaiting_records} record(s) in {len(found.state.awaiting)} same-second "
                 "group(s) await confirmation (a page boundary cut them with a record on both sides, or the listing "
                 "moved); each is stored as often as one page showed it, and a later complete pass confirms them.")
+    return found
+
+
+def unshown_copies(days: DayStore, parts: DayParts, ledger: PassLedger) -> Unshown:
+    """Sort the stored copies no page showed by whether the pass proves their group (a read of the day,
+    only when there are such copies: usually none)."""
+    unshown = Counter(ledger.stored.unaccounted())
+    found = Unshown()
+    proven = proven_by(ledger)
+    for name in parts.names:
+        if not unshown:
+            break
+        for batch in days.batches(parts, name):
+            for line, d in zip(batch, line_digests(batch), strict=True):
+                copies = unshown.pop(d, 0)
+                if not copies:
+                    continue
+                if proven(line_time(line)):
+                    found.extra += copies
+                    if len(found.extra_examples) < EXAMPLES:
+                        found.extra_examples.append(line)
+                else:
+                    found.unproven += copies
     return found

@@ -32,10 +32,11 @@ class DayState:
     page_size: int
     awaiting: list[GroupSpan] = field(default_factory=list)  # where the next pass should not cut
     passes: int = 1
+    extra: int = 0  # stored copies the pass proved Zoom has fewer of (changed outside the pipeline)
 
     @property
     def exact(self) -> bool:
-        return self.stored == self.listed
+        return self.stored == self.listed and not self.extra
 
     @property
     def awaiting_records(self) -> int:
@@ -50,14 +51,17 @@ class DayState:
         awaiting = [GroupSpan(g["time"], g["first"], g["last"], g["records"], [tuple(s) for s in g["splits"]])
                     for g in data.get("awaiting") or []]
         return cls(listed=int(data["listed"]), stored=int(data["stored"]), page_size=int(data["page_size"]),
-                   awaiting=awaiting, passes=int(data.get("passes") or 1))
+                   awaiting=awaiting, passes=int(data.get("passes") or 1), extra=int(data.get("extra") or 0))
 
 
-def after_pass(previous: DayState | None, ledger: PassLedger, page_size: int) -> DayState:
-    """The day's state once a complete pass (its ledger finished) has stored what it admitted."""
+def after_pass(previous: DayState | None, ledger: PassLedger, page_size: int, *, extra: int = 0) -> DayState:
+    """The day's state once a complete pass (its ledger finished) has stored what it admitted.
+
+    `extra`: stored copies the pass proves Zoom has fewer of. The counting proof assumes there are none
+    (storage is only ever written by the page rule); copies added outside the pipeline void it."""
     passes = (previous.passes if previous else 0) + 1
     stored = len(ledger.stored) + ledger.new
-    if stored == ledger.listed:
+    if stored == ledger.listed and not extra:
         return DayState(ledger.listed, stored, page_size, passes=passes)
     awaiting = list(ledger.unconfirmed)
     if previous is not None and previous.listed == ledger.listed and previous.awaiting:
@@ -65,7 +69,7 @@ def after_pass(previous: DayState | None, ledger: PassLedger, page_size: int) ->
         # complete in storage, so only groups both passes cut can still lack a copy.
         before = {g.time for g in previous.awaiting}
         awaiting = [g for g in awaiting if g.time in before] or awaiting
-    return DayState(ledger.listed, stored, page_size, awaiting=awaiting, passes=passes)
+    return DayState(ledger.listed, stored, page_size, awaiting=awaiting, passes=passes, extra=extra)
 
 
 def proven_by(ledger: PassLedger):

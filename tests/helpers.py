@@ -1,6 +1,7 @@
 """Shared test helpers: run a partition, and read back exactly what a day holds."""
 
 import gzip
+import random
 import socket
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from dagster_aws.s3 import S3Resource
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
 from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
+from zoom_pipeline.ledger import line_time
 from zoom_pipeline.zoom_client import ZoomClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -125,3 +127,19 @@ def api_listing(sim, env: dict, day: str) -> list[dict]:
         token = page.get("next_page_token")
         if not token:
             return out
+
+
+def shuffle_seconds(listing: list[bytes], rng: random.Random) -> list[bytes]:
+    """The listing with each same-second group in a fresh order (Zoom documents none within a second)."""
+    times = [line_time(x) for x in listing]
+    out: list[bytes] = []
+    i = 0
+    while i < len(listing):
+        j = i + 1
+        while j < len(listing) and times[j] == times[i]:
+            j += 1
+        group = listing[i:j]
+        rng.shuffle(group)
+        out += group
+        i = j
+    return out

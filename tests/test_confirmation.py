@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from tests.helpers import shuffle_seconds
 from zoom_pipeline.confirmation import SMALLEST_PAGE_SIZE, DayState, after_pass, next_page_size, proven_by
 from zoom_pipeline.ledger import GroupSpan, PassLedger, StoredMultiset, encode_record, line_digests, line_time
 
@@ -28,21 +29,6 @@ def line(sec: int, n: int | str) -> bytes:
 
 def day_of(n: int, *, newest: int = 80_000) -> list[bytes]:
     return [line(newest - i, i) for i in range(n)]
-
-
-def shuffle_seconds(listing: list[bytes], rng: random.Random) -> list[bytes]:
-    times = [line_time(x) for x in listing]
-    out: list[bytes] = []
-    i = 0
-    while i < len(listing):
-        j = i + 1
-        while j < len(listing) and times[j] == times[i]:
-            j += 1
-        group = listing[i:j]
-        rng.shuffle(group)
-        out += group
-        i = j
-    return out
 
 
 class Day:

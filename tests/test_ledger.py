@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from tests.helpers import shuffle_seconds
 from zoom_pipeline.ledger import (
     MAX_SPLITS_KEPT,
     GroupSpan,
@@ -45,22 +46,6 @@ def late(listing: list[bytes], position: int, count: int, tag: str) -> None:
     t = line_time(listing[position])
     sec = int(t[11:13]) * 3600 + int(t[14:16]) * 60 + int(t[17:19])
     listing[position:position] = [line(sec, f"late-{tag}-{i}") for i in range(count)]
-
-
-def shuffle_seconds(listing: list[bytes], rng: random.Random) -> list[bytes]:
-    """The listing with each same-second group in a fresh order (Zoom documents none within a second)."""
-    times = [line_time(x) for x in listing]
-    out: list[bytes] = []
-    i = 0
-    while i < len(listing):
-        j = i + 1
-        while j < len(listing) and times[j] == times[i]:
-            j += 1
-        group = listing[i:j]
-        rng.shuffle(group)
-        out += group
-        i = j
-    return out
 
 
 def run_pass(listing: list[bytes], size: int, stored=(), *, after_call=None, order=None):

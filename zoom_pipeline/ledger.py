@@ -245,7 +245,16 @@ class PassLedger:
         count_written = None
         flags = [False] * n
         to_write: dict[int, int] = {}  # twins on this page: copies still to write
-        for i in range(n):
+        general = n
+        if fast and counts is None and not has_stored and None not in times:
+            # The usual first run: nothing stored, no twin on the page, so every record older than all
+            # listed before (a suffix of the sorted page) is written as it is; only the head that shares
+            # the oldest second so far (or is newer) needs a look.
+            general = 0
+            while general < n and oldest is not None and times[general] >= oldest:
+                general += 1
+            flags[general:] = [True] * (n - general)
+        for i in range(general):
             d, t = digests[i], times[i]
             c = counts[d] if counts is not None else 1
             if c > 1 and d in to_write:

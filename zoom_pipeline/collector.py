@@ -177,11 +177,17 @@ def collect(
 
 
 def unshown_copies(days: DayStore, parts: DayParts, ledger: PassLedger) -> Unshown:
-    """Sort the stored copies no page showed by whether the pass proves their group (a read of the day,
-    only when there are such copies: usually none)."""
+    """Sort the stored copies no page showed by whether the pass proves their group. Copies of records
+    listed in a cut group (a twin pair split again) are known unproven without a look; only others
+    need a read of the day (usually there are none)."""
     unshown = Counter(ledger.stored.unaccounted())
     found = Unshown()
     proven = proven_by(ledger)
+    if ledger.moved or ledger.unsorted:
+        found.unproven = sum(unshown.values())  # such a listing proves no group
+        return found
+    for d in [d for d in unshown if d in ledger.cut_digests]:
+        found.unproven += unshown.pop(d)
     for name in parts.names:
         if not unshown:
             break

@@ -215,6 +215,7 @@ class PassLedger:
         self._group_span: GroupSpan | None = None
         self._odd: dict[int, tuple[int, int]] = {}  # records without a time: digest -> (page, position)
         self.odd_on_two_pages = 0
+        self.cut_digests: set[int] = set()  # records of the groups in `unconfirmed` (not persisted)
 
     @property
     def already_stored(self) -> int:
@@ -281,6 +282,7 @@ class PassLedger:
                         # Where Zoom sorts a record without a time is unknown: its copies on two pages
                         # are kept apart like a cut group's, so the next pass avoids cutting them.
                         self.odd_on_two_pages += 1
+                        self.cut_digests.add(d)
                         self.unconfirmed.append(GroupSpan("", first_position, start + i, 2,
                                                           [(first_position, start + i)]))
                 elif fast:
@@ -348,4 +350,5 @@ class PassLedger:
             span.last = self._group_last
             span.records = self._group_records
             self.unconfirmed.append(span)
+            self.cut_digests.update(self._group)
             self._group_span = None

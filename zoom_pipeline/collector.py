@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from zoom_pipeline.confirmation import DayState, after_pass, next_page_size, proven_by
 from zoom_pipeline.day_store import DayParts, DayStore, PartWriter, TempPart
-from zoom_pipeline.ledger import GroupSpan, PassLedger, encode_record, line_digests, line_time
+from zoom_pipeline.ledger import GroupSpan, PassLedger, encode_record, line_digests, line_time, record_time
 from zoom_pipeline.zoom_client import RESTART, PassStats, ZoomClient
 
 PROGRESS_EVERY_PAGES = 25
@@ -122,7 +122,7 @@ def collect(
                 found.oldest_listed = found.newest_listed = None
                 continue
             lines = [encode_record(rec) for rec in page.records]
-            times = [line_time(line) for line in lines]
+            times = [record_time(rec) for rec in page.records]
             if page.invalid_utf8:
                 log(f"{day}: page {page.number} holds {page.invalid_utf8} record(s) with bytes that are not UTF-8; "
                     "stored with each bad byte replaced by U+FFFD (counted as invalid_utf8_records).")

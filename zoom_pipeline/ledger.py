@@ -25,6 +25,7 @@ from hashlib import blake2b
 import orjson
 
 _TIME = re.compile(rb'"time":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)"')
+_ZOOM_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 # Digests are compared only within one process and never stored, so they are keyed with a random
 # per-process key: nobody who can shape records' text can craft two lines that collide.
@@ -53,11 +54,16 @@ def encode_record(record: object) -> bytes:
         return json.dumps(record, ensure_ascii=True, separators=(",", ":")).encode()
 
 
-def line_time(line: bytes) -> str | None:
+def record_time(record: object) -> str | None:
     """The record's `time` if it is a well-formed Zoom timestamp (`YYYY-MM-DDTHH:MM:SSZ`), else None.
 
-    The one way this project reads a record's time: from its stored line, without a full parse.
-    """
+    The same answer as `line_time` of the record's stored line, read from the record Zoom sent."""
+    t = record.get("time") if isinstance(record, dict) else None
+    return t if type(t) is str and _ZOOM_TIME.fullmatch(t) else None
+
+
+def line_time(line: bytes) -> str | None:
+    """`record_time` of a stored line, read without a full parse."""
     m = _TIME.search(line)
     return m.group(1).decode() if m else None
 

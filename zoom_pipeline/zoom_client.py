@@ -24,7 +24,7 @@ from zoom_pipeline.constants import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_TIMEOUT_SECONDS,
 )
-from zoom_pipeline.ledger import encode_record, line_time
+from zoom_pipeline.ledger import record_time
 
 RECORDS_KEY = "operation_logs"
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -603,7 +603,7 @@ class _Failed:
 def _has_older(records: list, threshold: str) -> bool:
     """True if some record's well-formed `time` is strictly older than `threshold`."""
     for rec in records:
-        t = line_time(encode_record(rec)) if isinstance(rec, dict) else None
+        t = record_time(rec)
         if t is not None and t < threshold:
             return True
     return False

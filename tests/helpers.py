@@ -16,7 +16,7 @@ from dagster_aws.s3 import S3Resource
 from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
 from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
-from zoom_pipeline.ledger import line_time
+from zoom_pipeline.ledger import encode_record, line_time
 from zoom_pipeline.zoom_client import ZoomClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -143,3 +143,23 @@ def shuffle_seconds(listing: list[bytes], rng: random.Random) -> list[bytes]:
         out += group
         i = j
     return out
+
+
+# ---- synthetic stored lines for the pure tests of the page rule -----------------------------------
+
+DAY = "2026-11-20"
+
+
+def clock(sec: int) -> str:
+    return f"{DAY}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
+
+
+def line(sec: int, n: int | str) -> bytes:
+    return encode_record({"action": "Update", "category_type": "User",
+                          "operation_detail": f"Update User user{n}@example.com  - Job Title: set to Contractor",
+                          "operator": "admin@example.com", "time": clock(sec)})
+
+
+def day_of(n: int, *, newest: int = 80_000, tag: str = "") -> list[bytes]:
+    """`n` distinct records, one a second, newest first."""
+    return [line(newest - i, f"{tag}{i}") for i in range(n)]

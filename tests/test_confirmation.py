@@ -10,25 +10,9 @@ from collections import Counter
 
 import pytest
 
-from tests.helpers import shuffle_seconds
+from tests.helpers import clock, day_of, line, shuffle_seconds
 from zoom_pipeline.confirmation import SMALLEST_PAGE_SIZE, DayState, after_pass, next_page_size, proven_by
 from zoom_pipeline.ledger import GroupSpan, PassLedger, StoredMultiset, encode_record, line_digests, line_time
-
-DAY = "2026-11-20"
-
-
-def clock(sec: int) -> str:
-    return f"{DAY}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
-
-
-def line(sec: int, n: int | str) -> bytes:
-    return encode_record({"action": "Update", "category_type": "User",
-                          "operation_detail": f"Update User user{n}@example.com  - Job Title: set to Contractor",
-                          "operator": "admin@example.com", "time": clock(sec)})
-
-
-def day_of(n: int, *, newest: int = 80_000) -> list[bytes]:
-    return [line(newest - i, i) for i in range(n)]
 
 
 class Day:

@@ -111,7 +111,7 @@ def _show(lines: list[bytes]) -> list[str]:
 
 
 def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, api_calls: int,
-                 prefix: str) -> dg.AssetCheckResult:
+                 prefix: str, check_name: str | None = None) -> dg.AssetCheckResult:
     """The check's verdict: ERROR on extra or missing copies, WARN while records await confirmation or a
     part's manifest is off, passed otherwise."""
     metadata = {
@@ -133,7 +133,7 @@ def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, 
     }
     if drift.missing or drift.extra:
         return dg.AssetCheckResult(
-            check_name=None, passed=False, metadata=metadata,
+            check_name=check_name, passed=False, metadata=metadata,
             description=(
                 f"{day} drifted from Zoom: {drift.missing} listed copies are not stored (a later run of the day "
                 f"adds records that arrived late) and {drift.extra} stored copies are more than Zoom lists "
@@ -154,11 +154,11 @@ def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, 
                 f"{len(drift.parts_not_matching_manifest)} hold another number of records than their manifest says"
             )
         return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+            check_name=check_name, passed=False, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
             description=f"{day} holds every copy Zoom listed and none more, but " + "; ".join(notes) + ".",
         )
     return dg.AssetCheckResult(
-        passed=True, metadata=metadata,
+        check_name=check_name, passed=True, metadata=metadata,
         description=(f"{day} matches Zoom record for record: {found.ledger.listed} records, none more often than a "
                      "page lists it, as many as Zoom counts."),
     )
@@ -173,10 +173,8 @@ def ride_along_result(days: DayStore, found: CollectedDay) -> dg.AssetCheckResul
             description=(f"Not compared: {found.day} has not ended, and a refresh reads only its newest "
                          "records, so its listing is not the whole day."),
         )
-    result = drift_result(found.day, found, ride_along_drift(days, found), compared="with this run's complete pass",
-                          api_calls=0, prefix=days.uri(found.parts_before.folder))
-    return dg.AssetCheckResult(check_name=DAY_MATCHES_ZOOM, passed=result.passed, severity=result.severity,
-                               metadata=result.metadata, description=result.description)
+    return drift_result(found.day, found, ride_along_drift(days, found), compared="with this run's complete pass",
+                        api_calls=0, prefix=days.uri(found.parts_before.folder), check_name=DAY_MATCHES_ZOOM)
 
 
 # ---- a fresh listing of a finished day -------------------------------------------------------------

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from zoom_pipeline.confirmation import DayState, after_pass, next_page_size, proven_by
 from zoom_pipeline.day_store import DayParts, DayStore, PartWriter, TempPart
-from zoom_pipeline.ledger import GroupSpan, PassLedger, encode_record, line_digests, line_time, record_time
+from zoom_pipeline.ledger import PassLedger, encode_record, line_digests, line_time, record_time
 from zoom_pipeline.zoom_client import RESTART, PassStats, ZoomClient
 
 PROGRESS_EVERY_PAGES = 25
@@ -59,10 +59,6 @@ class CollectedDay:
     @property
     def pass_kind(self) -> str:
         return "complete" if self.complete else "refresh"
-
-    @property
-    def awaiting(self) -> list[GroupSpan]:
-        return self.state.awaiting if self.state else []
 
 
 def day_bounds(day: str) -> tuple[str, str]:

@@ -207,7 +207,8 @@ def test_the_daily_budget_stops_before_the_call_beyond_it_and_resumes_the_next_u
     message = str(err.value)
     assert message == (
         "Stopped before Zoom's own daily limit: this project's daily budget of 5 report calls "
-        "(ZOOM_DAILY_REQUEST_BUDGET) is spent; calls resume at 00:00 UTC (2026-11-21T00:00:00Z)."
+        "(ZOOM_DAILY_REQUEST_BUDGET) is spent; calls resume at 00:00 UTC (2026-11-21T00:00:00Z), "
+        "and a stopped backfill keeps the days it landed: relaunch it from failure then."
     )
     assert one_sentence(message) and isinstance(err.value, ZoomDailyLimitError)
     assert err.value.reset_at == datetime(2026, 11, 21, tzinfo=UTC)

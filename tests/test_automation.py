@@ -116,14 +116,16 @@ def test_sensor_ignores_finished_runs_and_runs_of_other_days(defs, instance):
     assert request.partition_key == days_ago(0)
 
 
-def test_sensor_sees_runs_from_the_asset_page_and_asset_backfills(defs, instance):
-    # An asset-backfill run names its day with a one-day range instead of dagster/partition.
+@pytest.mark.parametrize("first", [0, 5], ids=["one-day range", "range ending today"])
+def test_sensor_sees_runs_from_the_asset_page_and_asset_backfills(defs, instance, first):
+    # An asset-backfill run names its days with a range instead of dagster/partition.
     asset_job = defs.resolve_implicit_global_asset_job_def()
     instance.create_run_for_job(
         job_def=asset_job,
         status=dg.DagsterRunStatus.STARTED,
         asset_selection=frozenset({dg.AssetKey("zoom_operation_logs")}),
-        tags={"dagster/asset_partition_range_start": days_ago(0), "dagster/asset_partition_range_end": days_ago(0)},
+        tags={"dagster/asset_partition_range_start": days_ago(first),
+              "dagster/asset_partition_range_end": days_ago(0)},
     )
     assert sensor_tick(defs, instance).skip_message
 

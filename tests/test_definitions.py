@@ -72,3 +72,15 @@ def test_dagster_cli_validates_the_definitions():
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_backfill_runs_take_many_days_while_the_day_job_takes_one():
+    graph = build_defs({"ZOOM_BACKFILL_DAYS_PER_RUN": "7"}).resolve_asset_graph()
+    assert graph.get(RAW).backfill_policy == dg.BackfillPolicy.multi_run(7)
+    assert defs.resolve_asset_graph().get(RAW).backfill_policy == dg.BackfillPolicy.multi_run(30)  # the default
+    # Never the raw asset's policy: a run that reports its days one by one has no output for UDM to read.
+    assert graph.get(UDM).backfill_policy == dg.BackfillPolicy.single_run()
+    for bad in ("0", "-3", "2.5", "many"):
+        with pytest.raises(ValueError, match=r"^ZOOM_BACKFILL_DAYS_PER_RUN must be a positive whole number of days "
+                                             rf"a backfill run, got '{bad}'\.$"):
+            build_defs({"ZOOM_BACKFILL_DAYS_PER_RUN": bad})

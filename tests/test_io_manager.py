@@ -3,7 +3,6 @@
 import gzip
 from collections import Counter
 
-import dagster as dg
 import orjson
 import pytest
 from dagster_aws.s3 import S3Resource
@@ -20,7 +19,7 @@ from tests.helpers import (
 )
 from zoom_pipeline.collector import collect
 from zoom_pipeline.day_store import ZoomStore
-from zoom_pipeline.io_manager import ZoomLogsIOManager
+from zoom_pipeline.landing import land
 
 
 def test_one_day_lands_in_the_documented_layout(sim, zoom_env, bucket, s3):
@@ -341,10 +340,10 @@ def test_a_run_that_lost_the_race_writes_only_what_the_winner_lacks(sim, zoom_en
     winner = collect(zoom, days, day, log=lambda _: None)
     sim.add_records(day, sim.make_records(day, 7, seed=61))
     loser = collect(zoom, days, day, log=lambda _: None)  # read the same empty day, listed 7 more
-    io = ZoomLogsIOManager(store=store)
+    warnings = []
     for found in (winner, loser):
-        context = dg.build_output_context(asset_key=dg.AssetKey("zoom_operation_logs"), partition_key=day)
-        io.handle_output(context, found)
+        land(days, found, run_id=None, warn=warnings.append)
+    assert len(warnings) == 1 and "another run wrote" in warnings[0]
     objects = s3_day(s3, bucket, day)
     assert len(objects) == 2
     assert records_of(objects) == canonical(api_listing(sim, zoom_env, day))

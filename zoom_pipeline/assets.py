@@ -1,7 +1,7 @@
 """The project's assets: Zoom operation logs per UTC day, and their UDM events.
 
-    zoom_operation_logs      collector.collect(Zoom, stored day) ─► CollectedDay ─► IO manager: next part
-    zoom_operation_logs_udm  stored raw parts ─► udm.map_line ─► UdmParts ─► IO manager: same-name UDM parts
+    zoom_operation_logs      per day: collector.collect(Zoom, stored day) ─► CollectedDay ─► landing.land: next part
+    zoom_operation_logs_udm  IO manager: stored raw days ─► udm.map_line ─► UdmParts ─► IO manager: same-name parts
 """
 
 import time
@@ -11,9 +11,10 @@ import dagster as dg
 
 from zoom_pipeline.checks import ride_along_result
 from zoom_pipeline.collector import CollectedDay, collect
-from zoom_pipeline.constants import DAY_MATCHES_ZOOM, RAW_ASSET_KEY, ZOOM_API_POOL
+from zoom_pipeline.constants import DAY_MATCHES_ZOOM, DEFAULT_BACKFILL_DAYS_PER_RUN, RAW_ASSET_KEY, ZOOM_API_POOL
 from zoom_pipeline.day_store import PartWriter, StoredDigests, ZoomStore
 from zoom_pipeline.io_manager import StoredDay, UdmParts
+from zoom_pipeline.landing import land
 from zoom_pipeline.ledger import line_digests
 from zoom_pipeline.partitions import daily_partitions, validate_day
 from zoom_pipeline.udm import map_line
@@ -24,12 +25,29 @@ from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-@dg.asset(
-    key=RAW_ASSET_KEY,
+@dg.multi_asset(
+    name=RAW_ASSET_KEY.path[-1],
+    specs=[
+        dg.AssetSpec(
+            RAW_ASSET_KEY,
+            description=(
+                "Zoom operation logs (the account's admin audit trail) for one UTC day, stored exactly once: raw "
+                "records exactly as Zoom's `GET /report/operationlogs` returns them, one per line in gzipped "
+                "NDJSON under `{S3_PREFIX}YYYY/MM/DD/`. Each run reads what the day holds, pages through Zoom "
+                "and appends only what the day lacks, as one new part; no record is stored more often than one "
+                "page of Zoom's listing shows it."
+            ),
+            kinds={"zoom", "s3"},
+            group_name="zoom",
+            code_version="2",
+            # A run of many days reports each day as it lands rather than through one output at the end.
+            skippable=True,
+        )
+    ],
     partitions_def=daily_partitions,
-    io_manager_key="zoom_logs_io_manager",
     pool=ZOOM_API_POOL,
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    # definitions.py replaces this with ZOOM_BACKFILL_DAYS_PER_RUN days a run.
+    backfill_policy=dg.BackfillPolicy.multi_run(DEFAULT_BACKFILL_DAYS_PER_RUN),
     retry_policy=RETRY,
     check_specs=[
         dg.AssetCheckSpec(
@@ -41,26 +59,92 @@ RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, 
             ),
         )
     ],
-    kinds={"zoom", "s3"},
-    group_name="zoom",
-    code_version="2",
+    # Lets a run of many days record the check day by day; the asset and its check always run together.
+    can_subset=True,
 )
 def zoom_operation_logs(context: dg.AssetExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore):
-    """Zoom operation logs (the account's admin audit trail) for one UTC day, stored exactly once.
+    """Collect each day of the run from Zoom, land it, and report it (zoom_pipeline/collector.py, landing.py).
 
-    Raw records exactly as Zoom's `GET /report/operationlogs` returns them, one per line in gzipped
-    NDJSON under `{S3_PREFIX}YYYY/MM/DD/`. Each run reads what the day holds, pages through Zoom and
-    appends only what the day lacks, as one new part; no record is stored more often than one page of
-    Zoom's listing shows it.
+    The days are collected one after another with one client. Each is landed as soon as it is collected;
+    a run of many days (a backfill) records each day's materialization and check as it lands, so a
+    failure on one day leaves the days before it landed and shown as materialized, and a re-execution
+    of the backfill from failure reads only the rest. A one-day run reports its day as the step's
+    result, which the UDM step of the same run then maps.
     """
-    day = validate_day(context.partition_key).isoformat()
+    keys, lost = served_days(context.partition_keys)
+    landed = landed_earlier(context) if len(context.partition_keys) > 1 else set()
+    if landed:
+        context.log.info(f"Not read again: {len(landed)} day(s) an earlier attempt of this run landed.")
     days = zoom_store.days()
     with zoom_failures():
         zoom.authenticate()  # bad credentials fail here, before storage is read
-        found = collect(zoom, days, day, log=context.log.info)
-    yield dg.Output(found, metadata=pass_metadata(found))
-    # The IO manager has stored the part by now: compare what this pass listed with the stored day.
-    yield ride_along_result(days, found)
+    for day in keys:
+        if day in landed:
+            continue
+        with zoom_failures():
+            found = collect(zoom, days, day, log=context.log.info)
+        stored = land(days, found, run_id=context.run_id, warn=context.log.warning)
+        metadata = pass_metadata(found) | stored | {"objects_written": dg.MetadataValue.json(stored["objects_written"])}
+        verdict = ride_along_result(days, found)
+        if len(keys) == 1:
+            yield dg.MaterializeResult(asset_key=RAW_ASSET_KEY, metadata=metadata, check_results=[verdict])
+        else:
+            yield dg.AssetMaterialization(asset_key=RAW_ASSET_KEY, partition=day, metadata=metadata)
+            yield evaluation_of(verdict, day)
+    if lost:
+        raise dg.Failure(
+            f"Collected {len(keys)} of the run's {len(context.partition_keys)} days; Zoom no longer serves "
+            f"{', '.join(lost)} (outside its retention window, or not a day), so they cannot be collected.",
+            allow_retries=False,
+        )
+
+
+def served_days(keys: list[str]) -> tuple[list[str], list[str]]:
+    """The run's days Zoom still serves, and those it does not. A run with no day Zoom serves fails at
+    once with the first one's reason, before any call; a run of many collects the rest first."""
+    served, lost, first = [], [], None
+    for key in keys:
+        try:
+            served.append(validate_day(key).isoformat())
+        except dg.Failure as failure:
+            lost.append(key)
+            first = first or failure
+    if first and not served:
+        raise first
+    return served, lost
+
+
+def landed_earlier(context: dg.AssetExecutionContext) -> set[str]:
+    """Days this run, or the run it re-executes, already landed: a step retry or a re-execution from
+    failure of a many-day run goes on from the day that failed instead of reading every day again."""
+    days, run = set(), context.run
+    for _ in range(10):  # a re-execution chain longer than this just reads a few days again
+        records = context.instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION, limit=10_000
+        ).records
+        for record in records:
+            materialization = record.event_log_entry.asset_materialization
+            if materialization and materialization.asset_key == RAW_ASSET_KEY and materialization.partition:
+                days.add(materialization.partition)
+        # Only a re-execution *from failure* continues its parent; a full re-execution reads every day.
+        if run.tags.get("dagster/is_resume_retry") != "true" or not run.parent_run_id:
+            break
+        if not (run := context.instance.get_run_by_id(run.parent_run_id)):
+            break
+    return days
+
+
+def evaluation_of(result: dg.AssetCheckResult, day: str) -> dg.AssetCheckEvaluation:
+    """The check's result recorded against `day` (a run of many days has no one partition to infer)."""
+    return dg.AssetCheckEvaluation(
+        asset_key=RAW_ASSET_KEY,
+        check_name=result.check_name,
+        passed=result.passed,
+        metadata=result.metadata,
+        severity=result.severity,
+        description=result.description,
+        partition=day,
+    )
 
 
 def pass_metadata(found: CollectedDay) -> dict:
@@ -98,26 +182,41 @@ def pass_metadata(found: CollectedDay) -> dict:
 @dg.asset(
     partitions_def=daily_partitions,
     io_manager_key="zoom_logs_io_manager",
-    ins={"raw": dg.AssetIn(key=RAW_ASSET_KEY)},
-    backfill_policy=dg.BackfillPolicy.multi_run(1),
+    ins={"raw": dg.AssetIn(key=RAW_ASSET_KEY, input_manager_key="zoom_logs_io_manager")},
+    # Unlike the raw asset's, so a backfill maps the days in their own runs as the raw days land.
+    backfill_policy=dg.BackfillPolicy.single_run(),
     retry_policy=RETRY,
     kinds={"s3"},
     group_name="zoom",
     code_version="2",
 )
-def zoom_operation_logs_udm(context: dg.AssetExecutionContext, raw: StoredDay) -> dg.Output:
+def zoom_operation_logs_udm(context: dg.AssetExecutionContext, raw: list[StoredDay]) -> dg.Output:
     """Each raw operation log normalized to a Google SecOps UDM event (one event per record).
 
     Gzipped NDJSON of bare UDM events (Chronicle API JSON) under `{UDM_S3_PREFIX}YYYY/MM/DD/`, one part
     per raw part with the same name, so re-runs add nothing and lineage stays one-to-one.
     """
     # Normalizing needs no Zoom call, so stored days older than Zoom's window can still be mapped.
-    day_start = datetime.combine(date.fromisoformat(context.partition_key), datetime.min.time(), UTC)
+    out: list[UdmParts] = []
+    try:
+        for day in raw:
+            out.append(map_day(day))
+    except BaseException:
+        for mapped in out:
+            for _, part in mapped.parts:
+                part.discard()
+        raise
+    return dg.Output(out)
+
+
+def map_day(raw: StoredDay) -> UdmParts:
+    """UDM parts for the raw parts of `raw` that have none yet."""
+    day_start = datetime.combine(date.fromisoformat(raw.day), datetime.min.time(), UTC)
     mapped = set(raw.days.parts(raw.day, udm=True).names)
     out = UdmParts(raw.day, [], raw_parts=len(raw.parts.names))
     todo = [name for name in raw.parts.names if name not in mapped]
     if not todo:
-        return dg.Output(out)  # every raw part is mapped already: nothing to read
+        return out  # every raw part is mapped already: nothing to read
     # Occurrence numbers count identical raw lines across the whole day in part order, so two
     # identical events get different ids and a re-run computes the same ids.
     twins = _repeated(raw.days.digest(raw.parts))
@@ -149,7 +248,7 @@ def zoom_operation_logs_udm(context: dg.AssetExecutionContext, raw: StoredDay) -
         for _, part in out.parts:
             part.discard()
         raise
-    return dg.Output(out)
+    return out
 
 
 def _map_batch(batch, twins, occurrences, day_start, writer: PartWriter, out: UdmParts) -> None:

@@ -2,6 +2,7 @@
 and the jobs and schedule of the checks."""
 
 import json
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -24,6 +25,12 @@ UNFINISHED_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+
+# The raw asset runs many days per backfill run, the UDM asset a backfill's landed days at once: unlike
+# policies keep the two out of one backfill run (whose raw step reports its days one by one, leaving no
+# output for UDM to read). A job holding both runs one day, where the policies do not matter, so Dagster's
+# warning that they differ is noise here.
+warnings.filterwarnings("ignore", message=r"Asset job \S+ materializes assets with varying BackfillPolicies")
 
 # Partitioning is inferred from the two assets (both daily); each run is one day. The ride-along check
 # comes with the raw asset; the fresh listing (a second full pass) and the freshness check do not.
@@ -77,15 +84,16 @@ def today_run_key(now: datetime) -> str:
 def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list[dg.DagsterRun]:
     """Runs of `partition_key` that may still write zoom_operation_logs (queued, starting, started,
     cancelling), whichever way they were launched: this job, the asset page, or a backfill."""
-    # Job runs carry dagster/partition; asset-backfill runs carry a one-day range instead (multi_run(1)).
-    runs = [
-        run
-        for tag in ("dagster/partition", "dagster/asset_partition_range_start")
+    # Job runs carry dagster/partition; asset-backfill runs carry a range instead, and a range holding
+    # today (the last partition) ends with it.
+    runs = {
+        run.run_id: run
+        for tag in ("dagster/partition", "dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
         for run in instance.get_runs(dg.RunsFilter(statuses=UNFINISHED_RUN_STATUSES, tags={tag: partition_key}))
-    ]
+    }
     return [
         run
-        for run in runs
+        for run in runs.values()
         if run.job_name == zoom_operation_logs_job.name or zoom_operation_logs.key in (run.asset_selection or ())
     ]
 

@@ -28,3 +28,7 @@ DAY_MATCHES_ZOOM = "day_matches_zoom"
 DAY_MATCHES_FRESH_LISTING = "day_matches_fresh_listing"
 YESTERDAY_LANDED = "yesterday_landed_by_deadline"
 WINDOW_COLLECTED = "every_day_in_zoom_window_collected"
+
+# Days one backfill run collects, one after another with one client (ZOOM_BACKFILL_DAYS_PER_RUN): a
+# six-month backfill is then 6 runs, few enough that run start-up is no longer the cost.
+DEFAULT_BACKFILL_DAYS_PER_RUN = 30

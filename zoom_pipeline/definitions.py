@@ -30,6 +30,7 @@ from zoom_pipeline.checks import (
 )
 from zoom_pipeline.constants import (
     DEFAULT_API_BASE_URL,
+    DEFAULT_BACKFILL_DAYS_PER_RUN,
     DEFAULT_LOCAL_STORE_DIR,
     DEFAULT_MANIFEST_PREFIX,
     DEFAULT_OAUTH_TOKEN_URL,
@@ -121,8 +122,12 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
     #   ZOOM_DAILY_SCHEDULE_CRON       when zoom_daily_schedule ticks, UTC (default "15 0 * * *")
     #   ZOOM_FRESHNESS_DEADLINE_HOUR   hour (UTC) by which yesterday must have landed (default 3)
     deadline_hour = freshness_deadline_hour(env.get("ZOOM_FRESHNESS_DEADLINE_HOUR"))
+    #   ZOOM_BACKFILL_DAYS_PER_RUN     days one backfill run collects, one after another (default 30);
+    #                                  schedules and sensors always run one day
+    days_per_run = _positive(env, "ZOOM_BACKFILL_DAYS_PER_RUN", DEFAULT_BACKFILL_DAYS_PER_RUN, "days a backfill run")
+    raw = zoom_operation_logs.with_attributes(backfill_policy=dg.BackfillPolicy.multi_run(days_per_run))
     return dg.Definitions(
-        assets=[zoom_operation_logs, zoom_operation_logs_udm],
+        assets=[raw, zoom_operation_logs_udm],
         asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_fresh_listing_check,
                       zoom_window_collected_check],
         jobs=[zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job],

@@ -57,7 +57,8 @@ class ZoomDailyLimitError(ZoomError):
         self.reset_at = reset_at
         super().__init__(
             "Zoom's daily API limit for this account is exhausted (it is shared by every app on the "
-            f"account), so re-run the partition after {reset_at:%Y-%m-%dT%H:%M:%SZ}, when calls can resume."
+            f"account), so re-run the partition after {reset_at:%Y-%m-%dT%H:%M:%SZ}, when calls can resume (a "
+            "stopped backfill keeps the days it landed: relaunch it from failure then)."
         )
 
 
@@ -71,7 +72,8 @@ class ZoomBudgetSpentError(ZoomDailyLimitError):
         ZoomError.__init__(
             self,
             f"Stopped before Zoom's own daily limit: this project's daily budget of {budget} report calls "
-            f"(ZOOM_DAILY_REQUEST_BUDGET) is spent; calls resume at 00:00 UTC ({reset_at:%Y-%m-%dT%H:%M:%SZ}).",
+            f"(ZOOM_DAILY_REQUEST_BUDGET) is spent; calls resume at 00:00 UTC ({reset_at:%Y-%m-%dT%H:%M:%SZ}), "
+            "and a stopped backfill keeps the days it landed: relaunch it from failure then.",
         )
 
 

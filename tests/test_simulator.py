@@ -77,7 +77,7 @@ def test_oauth_success_query_and_form_body(sim, http):
     body = r.json()
     assert list(body) == ["access_token", "token_type", "expires_in", "scope", "api_url"]
     assert body["token_type"] == "bearer" and body["expires_in"] == 3600
-    assert body["scope"] == "report:read:operation_logs:admin"
+    assert body["scope"] == "report:read:operation_logs:admin report:read:user_activities:admin"
     assert body["api_url"] + "/v2" == sim.base_url
     form = http.post(sim.token_url, data=GRANT, auth=AUTH).json()
     assert form["access_token"] != body["access_token"]

@@ -1,20 +1,27 @@
 """Zoom REST API simulator served over real HTTP on 127.0.0.1.
 
-Simulates Server-to-Server OAuth (``POST /oauth/token``) and ``GET /v2/report/operationlogs`` closely
-enough to test a real client: Zoom's error bodies and status codes, newest-first offset paging with
-expiring opaque page tokens, injectable faults (429s, 5xx, truncated bodies, resets, ...), events that
-arrive while a client pages (``on_report_call``, ``late_events`` at a chosen position), an unspecified
-order within one second (``configure(shuffle_within_second=True)``), raw invalid UTF-8 inside a record
-(``bytes`` values), and lazily generated days of up to millions of records.
+Simulates Server-to-Server OAuth (``POST /oauth/token``) and two report endpoints, the admin operation
+logs (``GET /v2/report/operationlogs``) and the sign-in / sign-out activity report
+(``GET /v2/report/activities``), closely enough to test a real client: Zoom's error bodies and status
+codes, per-endpoint scopes, newest-first offset paging with expiring opaque page tokens, injectable
+faults (429s, 5xx, truncated bodies, resets, ...), events that arrive while a client pages
+(``on_report_call``, ``late_events`` at a chosen position), an unspecified order within one second
+(``configure(shuffle_within_second=True)``), raw invalid UTF-8 inside a record (``bytes`` values), and
+lazily generated days of up to millions of records.
 Where Zoom is undocumented, the choice is noted inline.
+
+Both endpoints run on the same machinery. Every method that addresses records, faults or report calls
+takes ``log="operationlogs"`` (the default) or ``log="activities"`` (the values of ``LOGS``: the last
+segment of the endpoint's path); each endpoint has its own days, page tokens, faults and call numbers.
 
 Use it in-process (``with ZoomSimulator().start() as sim: ...``), or from another process through the
 JSON control endpoints under ``/_sim/`` (``python -m zoom_pipeline.simulator --port 8765``):
-``GET stats|config|faults|records?day=&offset=&limit=`` and ``POST day|add|fault|trigger|late_events|
-make_records|config|reset_stats|expire_page_tokens|expire_access_tokens|clear_faults|reset``, each taking
-the Python method's arguments as a JSON object. JSON cannot carry bytes, so there a record value
-``{"raw": "<latin-1 text>"}`` stands for the bytes of that text in latin-1 (``"ops\\u00ffadmin"`` is
-``b"ops\\xffadmin"``), the same convention as the ``raw_body`` fault; GET records answers in that form too.
+``GET stats|config|faults|records?day=&offset=&limit=&log=`` and ``POST day|add|fault|trigger|
+late_events|make_records|config|reset_stats|expire_page_tokens|expire_access_tokens|clear_faults|reset``,
+each taking the Python method's arguments (``log`` included) as a JSON object. JSON cannot carry bytes,
+so there a record value ``{"raw": "<latin-1 text>"}`` stands for the bytes of that text in latin-1
+(``"ops\\u00ffadmin"`` is ``b"ops\\xffadmin"``), the same convention as the ``raw_body`` fault; GET
+records answers in that form too.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import base64
 import binascii
 import datetime as dt
 import functools
+import ipaddress
 import math
 import random
 import re
@@ -44,9 +52,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-__all__ = ["FAULT_KINDS", "TOKEN_FAULT_KINDS", "ZoomSimulator", "main"]
+__all__ = ["DEFAULT_SCOPES", "FAULT_KINDS", "LOGS", "TOKEN_FAULT_KINDS", "ZoomSimulator", "main"]
 
-REPORT_SCOPES = ("report:read:operation_logs:admin", "report:read:admin")
+DEFAULT_SCOPES = "report:read:operation_logs:admin report:read:user_activities:admin"  # both report endpoints
 FAULT_KINDS = frozenset(
     {
         "rate_limit_qps",
@@ -183,16 +191,29 @@ _OPERATORS = (
 
 
 class _Vocab(NamedTuple):
-    pool: list[tuple[str, str, str]]  # distinct (category_type, action, operation_detail)
+    """What a log's records are made of: a pool entry (distinct, so records near each other differ),
+    one pick drawn per record by hash, and the `time`."""
+
+    pool: list[tuple[str, ...]]
     stride: int  # coprime with len(pool): nearby indices map to distinct pool entries
-    operators: list[str]
+    picks: list[str]
+
+
+def _shuffled_vocab(entries: dict[tuple[str, ...], None], picks: list[str], rng: random.Random) -> _Vocab:
+    pool = list(entries)
+    rng.shuffle(pool)
+    stride = 7919
+    while math.gcd(stride, len(pool)) != 1:
+        stride += 2
+    return _Vocab(pool, stride, picks)
 
 
 @functools.cache
-def _vocab() -> _Vocab:
-    """Build the record vocabulary once, on first use (never at import)."""
+def _operation_vocab() -> _Vocab:
+    """Operation logs: pool entries (category_type, action, operation_detail), picks the operators.
+    Built once, on first use (never at import)."""
     rng = random.Random(20261120)
-    seen: dict[tuple[str, str, str], None] = {}
+    seen: dict[tuple[str, ...], None] = {}
     for weight, category, action, make in _TEMPLATES:
         if make is None:
             for detail in _ACCOUNT_DETAILS:
@@ -200,12 +221,105 @@ def _vocab() -> _Vocab:
             continue
         for _ in range(weight):
             seen[(category, action, make(rng))] = None
-    pool = list(seen)
-    rng.shuffle(pool)
-    stride = 7919
-    while math.gcd(stride, len(pool)) != 1:
-        stride += 2
-    return _Vocab(pool, stride, list(_OPERATORS))
+    return _shuffled_vocab(seen, list(_OPERATORS), rng)
+
+
+def _operation_log(entry: tuple[str, ...], operator: str, when: str) -> dict[str, str]:
+    category, action, detail = entry
+    # Key order as in Zoom's reference example.
+    return {"action": action, "category_type": category, "operation_detail": detail, "operator": operator,
+            "time": when}
+
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary: sign-in / sign-out activity. A few hundred people with one to three clients each sign in
+# and out from home or mobile addresses and from their office's shared egress addresses; room accounts
+# sign in from Zoom Rooms. Addresses come from the documentation ranges (RFC 5737, RFC 3849).
+# --------------------------------------------------------------------------------------------------
+
+# client_type: (weight among people's clients, share of IPv6 addresses, versions). Browser sign-ins
+# report version "-"; Zoom Rooms are room accounts only (weight 0). The versions are Zoom-shaped.
+_CLIENTS: dict[str, tuple[int, float, list[str]]] = {
+    "Windows": (34, 0.25, ["6.2.5.43211", "6.2.0.42418", "6.1.11.39163", "6.0.12.38038", "5.17.11.34827"]),
+    "Mac": (24, 0.25, ["6.2.5.43117", "6.2.3.42546", "6.1.10.38818", "5.16.10.26186"]),
+    "Browser": (16, 0.3, ["-"]),
+    "iOS": (12, 0.6, ["6.2.5.24720", "6.2.0.23488", "6.1.5.21873"]),
+    "Android": (10, 0.6, ["6.2.5.24739", "6.2.1.23652", "6.0.10.20385"]),
+    "Linux": (4, 0.25, ["6.2.5.4843", "6.1.6.1013", "5.17.5.2543"]),
+    "Zoom Rooms": (0, 0.2, ["6.2.1.4567", "6.1.5.4200", "5.17.6.3998"]),
+}
+_ROOM_ACCOUNTS = ["room_12", "room_4f", "room_2b", "room_auditorium", "room_geneve", "room_pod7", "room_3c",
+                  "room_boardroom", "room_lobby", "room_training"]
+_SIGN_TYPES = ["Sign in"] * 3 + ["Sign out"] * 2  # not every sign-in is followed by a sign-out
+
+
+def _ip(rng: random.Random, v6_share: float) -> str:
+    if rng.random() < v6_share:  # a /64 with a random interface id, printed compressed as Zoom would
+        return str(ipaddress.IPv6Address((0x20010DB8 << 96) | rng.getrandbits(96)))
+    return f"{rng.choice(('192.0.2', '198.51.100', '203.0.113'))}.{rng.randint(1, 254)}"
+
+
+@functools.cache
+def _activity_vocab() -> _Vocab:
+    """Activities: pool entries (email, ip_address, client_type, version), picks the `type`."""
+    rng = random.Random(20261128)
+    domains = list(dict.fromkeys(_DOMAINS))
+    offices = {d: [_ip(rng, 0), _ip(rng, 0), f"2001:db8:{i + 1:x}0::{rng.randint(2, 250):x}"]
+               for i, d in enumerate(domains)}
+    people = [f"{first}.{last}" for first in _FIRST for last in _LAST]
+    rng.shuffle(people)
+    clients = [c for c, (weight, _, _) in _CLIENTS.items() if weight]
+    weights = [_CLIENTS[c][0] for c in clients]
+    seen: dict[tuple[str, ...], None] = {}
+    for person in people[:300]:
+        domain = rng.choice(_DOMAINS)
+        for client in dict.fromkeys(rng.choices(clients, weights, k=rng.randint(1, 3))):
+            _, v6_share, versions = _CLIENTS[client]
+            version = rng.choice(versions)
+            addresses = [_ip(rng, v6_share) for _ in range(rng.randint(1, 2))]
+            if client not in ("iOS", "Android") or rng.random() < 0.3:
+                addresses.append(rng.choice(offices[domain]))
+            for address in addresses:
+                seen[(f"{person}@{domain}", address, client, version)] = None
+    for room in _ROOM_ACCOUNTS:
+        seen[(f"{room}@acme-corp.com", rng.choice(offices["acme-corp.com"]), "Zoom Rooms",
+              rng.choice(_CLIENTS["Zoom Rooms"][2]))] = None
+    return _shuffled_vocab(seen, list(_SIGN_TYPES), rng)
+
+
+def _activity(entry: tuple[str, ...], kind: str, when: str) -> dict[str, str]:
+    email, address, client, version = entry
+    # Key order as in Zoom's schema.
+    return {"email": email, "time": when, "type": kind, "ip_address": address, "client_type": client,
+            "version": version}
+
+
+class _Log(NamedTuple):
+    """One report endpoint, ``GET /v2/report/<name>``: everything that differs between the two."""
+
+    name: str
+    records_key: str  # the response's list of records
+    scopes: tuple[str, ...]  # any one grants access; Zoom's missing-scope error names the first
+    vocab: Callable[[], _Vocab]
+    record: Callable[[tuple[str, ...], str, str], dict[str, str]]  # (pool entry, pick, time) -> a record
+    bound: Callable[[str], str]  # a requested from/to date as the response echoes it
+    salt: int  # days of different logs generated with the same seed get different times
+
+
+_LOGS = {log.name: log for log in (
+    _Log("operationlogs", "operation_logs", ("report:read:operation_logs:admin", "report:read:admin"),
+         _operation_vocab, _operation_log, str, 0),
+    # Zoom's example of this report echoes its bounds as UTC midnights: "from":"2019-09-01T00:00:00Z".
+    _Log("activities", "activity_logs", ("report:read:user_activities:admin", "report:read:admin"),
+         _activity_vocab, _activity, "{}T00:00:00Z".format, 0x5A6E3C1D),
+)}
+LOGS = tuple(_LOGS)
+
+
+def _log(name: Any) -> _Log:
+    if not isinstance(name, str) or name not in _LOGS:
+        raise ValueError(f"log must be one of {list(LOGS)}, got {name!r}")
+    return _LOGS[name]
 
 
 def _mix(x: int) -> int:
@@ -214,12 +328,6 @@ def _mix(x: int) -> int:
     x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
     x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
     return x ^ (x >> 31)
-
-
-def _record(action: str, category: str, detail: str, operator: str, when: str) -> dict[str, str]:
-    # Key order as in Zoom's reference example.
-    return {"action": action, "category_type": category, "operation_detail": detail, "operator": operator,
-            "time": when}
 
 
 def _clock(day: str, sec: int) -> str:
@@ -236,7 +344,7 @@ def _has_raw(records: list[dict]) -> bool:
     return any(isinstance(v, bytes) for r in records for v in r.values())
 
 
-def _dumps_with_raw(body: dict) -> bytes:
+def _dumps_with_raw(body: dict, key: str) -> bytes:
     """orjson.dumps of a page whose records may hold ``bytes``: those go out verbatim between quotes.
 
     Each bytes value is swapped for a unique placeholder string, the page is encoded as usual, and the
@@ -245,7 +353,7 @@ def _dumps_with_raw(body: dict) -> bytes:
     nonce = secrets.token_hex(8)
     raws: list[bytes] = []
     logs = []
-    for rec in body["operation_logs"]:
+    for rec in body[key]:
         if any(isinstance(v, bytes) for v in rec.values()):
             rec = dict(rec)
             for k, v in rec.items():
@@ -253,7 +361,7 @@ def _dumps_with_raw(body: dict) -> bytes:
                     rec[k] = f"sim-raw-{nonce}-{len(raws)}"
                     raws.append(v)
         logs.append(rec)
-    out = orjson.dumps({**body, "operation_logs": logs})
+    out = orjson.dumps({**body, key: logs})
     for i, raw in enumerate(raws):
         out = out.replace(f'"sim-raw-{nonce}-{i}"'.encode(), b'"' + raw + b'"', 1)
     return out
@@ -290,9 +398,10 @@ def _day_str(value: Any) -> str:
 
 
 class _Day:
-    """Records of one UTC day, served newest first.
+    """Records of one UTC day of one log, served newest first.
 
-    The synthetic part is a pure function of (day, seed, index). ``twins`` of its base events are
+    The synthetic part is a pure function of (log, day, seed, index): the log's vocabulary and record
+    shape, the same placement of times and twins for every log. ``twins`` of its base events are
     followed by a byte-identical copy, spread evenly; base ``b`` sits at position ``b + c(b)`` where
     ``c(b)`` counts twin bases before it. Explicit records live in a list sorted newest first; each
     remembers how many synthetic records precede it, which fixes its merged position: normally those
@@ -301,18 +410,20 @@ class _Day:
     `time` is one contiguous run.
     """
 
-    __slots__ = ("day", "n", "bases", "twins", "spacing", "mix", "pool_off", "keys", "recs", "newer", "_pos",
-                 "raw")
+    __slots__ = ("day", "log", "n", "bases", "twins", "spacing", "mix", "pool_off", "keys", "recs", "newer",
+                 "_pos", "raw")
 
-    def __init__(self, day: str, count: int = 0, seed: int = 0, twins: int = 0) -> None:
+    def __init__(self, day: str, count: int = 0, seed: int = 0, twins: int = 0,
+                 log: _Log = _LOGS["operationlogs"]) -> None:
         if count < 0 or twins < 0 or 2 * twins > count:
             raise ValueError("need 0 <= 2 * twins <= count")
         self.day = day
+        self.log = log
         self.n = count
         self.twins = twins
         self.bases = count - twins
-        self.mix = _mix((seed & _M64) * 0x100000001B3 ^ dt.date.fromisoformat(day).toordinal())
-        self.pool_off = _mix(self.mix) % len(_vocab().pool) if count else 0
+        self.mix = _mix((seed & _M64) * 0x100000001B3 ^ dt.date.fromisoformat(day).toordinal() ^ log.salt)
+        self.pool_off = _mix(self.mix) % len(log.vocab().pool) if count else 0
         # Each twin base is jittered back by less than half the gap between twins: evenly spaced twins
         # fell on page boundaries (multiples of 300), where every pass read them as shifted pages.
         self.spacing = self.bases // (2 * twins) if twins else 0
@@ -353,17 +464,17 @@ class _Day:
     def _time(self, b: int) -> str:
         return _clock(self.day, self._sec(b, _mix(self.mix + b)))
 
-    def _base(self, b: int, pool: list, stride: int, ops: list) -> dict[str, str]:
+    def _base(self, b: int, pool: list, stride: int, picks: list) -> dict[str, str]:
         h = _mix(self.mix + b)
-        category, action, detail = pool[(b * stride + self.pool_off) % len(pool)]
-        return _record(action, category, detail, ops[(h >> _U_BITS) % len(ops)], _clock(self.day, self._sec(b, h)))
+        return self.log.record(pool[(b * stride + self.pool_off) % len(pool)], picks[(h >> _U_BITS) % len(picks)],
+                               _clock(self.day, self._sec(b, h)))
 
     def synthetic(self, start: int, count: int) -> list[dict]:
         """Synthetic records at positions [start, start+count)."""
         count = min(count, self.n - start)
         if count <= 0:
             return []
-        pool, stride, ops = _vocab()
+        pool, stride, picks = self.log.vocab()
         lo, hi = 0, self.bases - 1  # largest base b with position(b) <= start
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -374,12 +485,12 @@ class _Day:
         b = lo
         out: list[dict] = []
         if b + self._twins_before(b) != start:  # start is the copy of twin base b
-            out.append(self._base(b, pool, stride, ops))
+            out.append(self._base(b, pool, stride, picks))
             b += 1
         # Hot path (benchmark: 3,334 pages of 300): hashing and formatting inlined, the next twin
         # base tracked incrementally, and the clock string reused while the second is unchanged.
-        day, mix, bases, twins = self.day, self.mix, self.bases, self.twins
-        scale, n_pool, n_ops, off = bases << _U_BITS, len(pool), len(ops), self.pool_off
+        day, mix, bases, twins, make = self.day, self.mix, self.bases, self.twins, self.log.record
+        scale, n_pool, n_picks, off = bases << _U_BITS, len(pool), len(picks), self.pool_off
         done = self._twins_before(b)
         next_twin = self._twin_base(done) if done < twins else -1
         last_sec, clock = -1, ""
@@ -392,9 +503,7 @@ class _Day:
             sec = 86399 - (((b << _U_BITS) + (h & _U_MASK)) * 86400) // scale
             if sec != last_sec:
                 last_sec, clock = sec, f"{day}T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
-            category, action, detail = pool[(b * stride + off) % n_pool]
-            rec = {"action": action, "category_type": category, "operation_detail": detail,
-                   "operator": ops[(h >> _U_BITS) % n_ops], "time": clock}
+            rec = make(pool[(b * stride + off) % n_pool], picks[(h >> _U_BITS) % n_picks], clock)
             append(rec)
             if b == next_twin:
                 if len(out) < count:
@@ -573,13 +682,50 @@ def _oauth_error(reason: str, error: str) -> _Resp:
 
 
 class _Fault:
-    __slots__ = ("kind", "times", "after", "params")
+    __slots__ = ("kind", "times", "after", "params", "log")
 
-    def __init__(self, kind: str, times: int, after: int, params: dict) -> None:
+    def __init__(self, kind: str, times: int, after: int, params: dict, log: str | None) -> None:
         self.kind, self.times, self.after, self.params = kind, times, after, params
+        self.log = log  # the report endpoint whose calls it fails; None for the token endpoint
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "times": self.times, "after_calls": self.after, **self.params}
+        where = {} if self.log is None else {"log": self.log}
+        return {"kind": self.kind, "times": self.times, "after_calls": self.after, **where, **self.params}
+
+
+class _PageToken(NamedTuple):
+    log: str
+    frm: str
+    to: str
+    offset: int
+    size: int
+    issued: float  # monotonic
+
+
+class _Counts:
+    """Counters of one endpoint (a report endpoint, or the token endpoint) since reset_stats."""
+
+    __slots__ = ("calls", "by_day", "faults", "statuses", "pages", "records", "page_tokens", "qps")
+
+    def __init__(self) -> None:
+        self.calls = self.pages = self.records = self.page_tokens = self.qps = 0
+        self.by_day: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
+        self.statuses: dict[str, int] = {}
+
+    def as_dict(self) -> dict:
+        return {"report_calls": self.calls, "report_calls_by_day": dict(self.by_day),
+                "faults_by_kind": dict(self.faults), "status_counts": dict(self.statuses),
+                "pages_served": self.pages, "records_served": self.records,
+                "page_tokens_issued": self.page_tokens, "qps_rejections": self.qps}
+
+
+def _summed(counters: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for counter in counters:
+        for key, value in counter.items():
+            out[key] = out.get(key, 0) + value
+    return out
 
 
 class _Token:
@@ -591,7 +737,12 @@ class _Token:
 
 
 class ZoomSimulator:
-    """A Zoom S2S OAuth + operation-logs API on a local HTTP port.
+    """A Zoom S2S OAuth + report API (operation logs and sign-in / sign-out activities) on a local port.
+
+    ``scopes`` (space-separated, as the token endpoint reports them) decides access per endpoint:
+    operation logs need ``report:read:operation_logs:admin``, activities
+    ``report:read:user_activities:admin``, and the classic ``report:read:admin`` grants both; a call
+    without its endpoint's scope answers Zoom's 400, code 4711. The default grants both.
 
     ``today=None`` means the real UTC date at each call. ``token_ttl`` and ``page_token_ttl`` are in
     seconds and may be fractional so tests can expire tokens quickly.
@@ -610,7 +761,11 @@ class ZoomSimulator:
     their own token knock each other out. ``max_requests_per_second=N`` (None: unlimited): a report
     call that would be the (N+1)-th admitted within the last second answers Zoom's per-second 429
     (``X-RateLimit-Type: QPS``, no Retry-After) instead; ``stats()["qps_rejections"]`` counts them, and
-    they count as ``status_counts["429"]`` and ``report_calls`` too (and take a call number).
+    they count as ``status_counts["429"]`` and ``report_calls`` too (and take a call number). The limit
+    is the account's, shared by both report endpoints (both are Heavy APIs).
+
+    Each report endpoint numbers its own calls (1-based, since reset_stats): ``on_report_call``,
+    ``late_events``, ``inject(after_calls=...)`` and ``shuffle_seed`` count the calls of their ``log``.
     """
 
     _CONFIG_KEYS = ("account_id", "client_id", "client_secret", "token_ttl", "page_token_ttl",
@@ -628,7 +783,7 @@ class ZoomSimulator:
         token_ttl: float = 3600,
         page_token_ttl: float = 900,
         retention_days: int = 180,
-        scopes: str = "report:read:operation_logs:admin",
+        scopes: str = DEFAULT_SCOPES,
         last_token_style: str = "empty",
         today: str | dt.date | None = None,
         shuffle_within_second: bool = False,
@@ -641,12 +796,12 @@ class ZoomSimulator:
         self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
-        self._days: dict[str, _Day] = {}
+        self._days: dict[tuple[str, str], _Day] = {}  # (log, day) -> records
         self._tokens: dict[str, _Token] = {}
-        self._page_tokens: dict[str, tuple[str, str, int, int, float]] = {}
+        self._page_tokens: dict[str, _PageToken] = {}
         self._faults: list[_Fault] = []
         self._token_faults: list[_Fault] = []
-        self._triggers: dict[int, list[Callable[[], None]]] = {}  # call n -> actions run under the lock
+        self._triggers: dict[tuple[str, int], list[Callable[[], None]]] = {}  # (log, call n) -> run under the lock
         self.account_id = account_id
         self.client_id = client_id
         self.client_secret = client_secret
@@ -768,7 +923,16 @@ class ZoomSimulator:
         return self.today or dt.datetime.now(dt.UTC).date()
 
     # -- data --------------------------------------------------------------------------------------
-    def set_day(self, day: str, records: list[dict]) -> None:
+    # Every method here takes ``log``: "operationlogs" (the default) or "activities" (see LOGS).
+
+    def _day_locked(self, log: _Log, day: str) -> _Day:
+        """The (log, day) records, an empty day created on first touch (caller holds the lock)."""
+        target = self._days.get((log.name, day))
+        if target is None:
+            target = self._days[(log.name, day)] = _Day(day, log=log)
+        return target
+
+    def set_day(self, day: str, records: list[dict], *, log: str = "operationlogs") -> None:
         """Replace ``day`` with explicit records (served newest first, stable for equal times).
 
         A ``bytes`` value (here or in add_records) goes on the wire verbatim between quotes instead of
@@ -776,52 +940,55 @@ class ZoomSimulator:
         byte inside that string; the bytes must otherwise be valid JSON string content (no bare quote
         or backslash). The rest of the page stays valid JSON.
         """
-        new = _Day(_day_str(day))
+        new = _Day(_day_str(day), log=_log(log))
         new.set_explicit(records)
         with self._lock:
-            self._days[new.day] = new
+            self._days[(log, new.day)] = new
 
-    def generate_day(self, day: str, count: int, *, seed: int = 0, twins: int = 0) -> None:
+    def generate_day(self, day: str, count: int, *, seed: int = 0, twins: int = 0, log: str = "operationlogs") -> None:
         """Replace ``day`` with ``count`` lazily generated records (``twins`` adjacent identical pairs)."""
-        new = _Day(_day_str(day), int(count), int(seed), int(twins))
+        new = _Day(_day_str(day), int(count), int(seed), int(twins), _log(log))
         with self._lock:
-            self._days[new.day] = new
+            self._days[(log, new.day)] = new
 
-    def add_records(self, day: str, records: list[dict]) -> None:
+    def add_records(self, day: str, records: list[dict], *, log: str = "operationlogs") -> None:
         """Events arriving now: merged by time; on equal time the newly added go first."""
+        target = _log(log)
         with self._lock:
-            self._add_locked(_day_str(day), records)
+            self._add_locked(target, _day_str(day), records)
 
-    def _add_locked(self, day: str, records: list[dict]) -> None:
-        target = self._days.get(day)
-        if target is None:
-            target = self._days[day] = _Day(day)
-        target.add(records)
+    def _add_locked(self, log: _Log, day: str, records: list[dict]) -> None:
+        self._day_locked(log, day).add(records)
 
-    def day_count(self, day: str) -> int:
+    def day_count(self, day: str, *, log: str = "operationlogs") -> int:
         """Records currently stored for ``day`` (ground truth for tests)."""
+        key = (_log(log).name, _day_str(day))
         with self._lock:
-            target = self._days.get(_day_str(day))
+            target = self._days.get(key)
             return target.total if target else 0
 
-    def day_records(self, day: str, offset: int = 0, limit: int | None = None) -> list[dict]:
+    def day_records(self, day: str, offset: int = 0, limit: int | None = None, *,
+                    log: str = "operationlogs") -> list[dict]:
         """The day's records as the API would serve them, newest first (ground truth for tests)."""
+        key = (_log(log).name, _day_str(day))
         with self._lock:
-            target = self._days.get(_day_str(day))
+            target = self._days.get(key)
             if target is None:
                 return []
             return [dict(r) for r in target.slice(offset, target.total if limit is None else limit)]
 
-    def make_records(self, day: str, count: int, *, seed: int, start_time: Any = None) -> list[dict]:
+    def make_records(self, day: str, count: int, *, seed: int, start_time: Any = None,
+                     log: str = "operationlogs") -> list[dict]:
         """Realistic, distinct records for ``day``, newest first, deterministic per seed.
 
         Without ``start_time`` times are spread over the day. With it (``"HH:MM:SS"``, a full
         ``YYYY-MM-DDTHH:MM:SSZ`` or a ``datetime.time``), the first record has that time and each
         next one is 1-30 s older (never before 00:00:00).
         """
+        kind = _log(log)
         day = _day_str(day)
         rng = random.Random(f"{day}/{seed}/records")
-        pool, stride, ops = _vocab()
+        pool, stride, picks = kind.vocab()
         if start_time is None:
             secs = sorted((rng.randrange(86400) for _ in range(count)), reverse=True)
         else:
@@ -835,27 +1002,27 @@ class ZoomSimulator:
             for _ in range(count - 1):
                 secs.append(max(0, secs[-1] - rng.randint(1, 30)))
         base = rng.randrange(len(pool))
-        out = []
-        for i, sec in enumerate(secs[:count]):
-            category, action, detail = pool[(base + i * stride) % len(pool)]
-            out.append(_record(action, category, detail, rng.choice(ops), _clock(day, sec)))
-        return out
+        return [kind.record(pool[(base + i * stride) % len(pool)], rng.choice(picks), _clock(day, sec))
+                for i, sec in enumerate(secs[:count])]
 
     # -- faults and triggers -----------------------------------------------------------------------
-    def inject(self, kind: str, *, times: int = 1, after_calls: int = 0, **params: Any) -> None:
-        """Fail the next ``times`` report calls (token calls for ``token_*`` kinds) once ``after_calls``
-        more calls have been served with no fault. ``invalid_page_token`` only fires on a request
-        that carries a ``next_page_token``. Faults fire before authentication, like a gateway would.
-        Params: ``retry_after`` (rate limits; for daily it overrides the ISO timestamp), ``status``
-        and ``body`` ("json"/"html") for server errors, ``seconds`` for slow, ``limit`` for daily."""
+    def inject(self, kind: str, *, times: int = 1, after_calls: int = 0, log: str = "operationlogs",
+               **params: Any) -> None:
+        """Fail the next ``times`` report calls of ``log`` (token calls for ``token_*`` kinds, where
+        ``log`` does not apply) once ``after_calls`` more such calls have been served with no fault.
+        ``invalid_page_token`` only fires on a request that carries a ``next_page_token``. Faults fire
+        before authentication, like a gateway would. Params: ``retry_after`` (rate limits; for daily it
+        overrides the ISO timestamp), ``status`` and ``body`` ("json"/"html") for server errors,
+        ``seconds`` for slow, ``limit`` for daily."""
         if kind not in FAULT_KINDS and kind not in TOKEN_FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of "
                              f"{sorted(FAULT_KINDS | TOKEN_FAULT_KINDS)}")
         if int(times) < 1 or int(after_calls) < 0:
             raise ValueError("need times >= 1 and after_calls >= 0")
-        fault = _Fault(kind, int(times), int(after_calls), dict(params))
+        where = None if kind in TOKEN_FAULT_KINDS else _log(log).name
+        fault = _Fault(kind, int(times), int(after_calls), dict(params), where)
         with self._lock:
-            (self._token_faults if kind in TOKEN_FAULT_KINDS else self._faults).append(fault)
+            (self._faults if where else self._token_faults).append(fault)
 
     def clear_faults(self) -> None:
         """Drop every pending fault."""
@@ -864,23 +1031,26 @@ class ZoomSimulator:
             self._token_faults.clear()
 
     def pending_faults(self) -> list[dict]:
-        """Faults not yet fully served, with their remaining ``times`` and ``after_calls``."""
+        """Faults not yet fully served, with their remaining ``times`` and ``after_calls`` (and ``log``)."""
         with self._lock:
             return [f.as_dict() for f in self._faults + self._token_faults]
 
-    def on_report_call(self, n: int, day: str, records: list[dict]) -> None:
-        """Right after serving the n-th report call (1-based, since reset_stats), add_records(day, records)."""
+    def _after_call(self, log: str, n: int, action: Callable[[], None]) -> None:
         if int(n) < 1:
-            raise ValueError("n is 1-based")
-        day = _day_str(day)
+            raise ValueError("report calls are numbered from 1")
         with self._lock:
-            self._triggers.setdefault(int(n), []).append(
-                functools.partial(self._add_locked, day, [dict(r) for r in records]))
+            self._triggers.setdefault((_log(log).name, int(n)), []).append(action)
+
+    def on_report_call(self, n: int, day: str, records: list[dict], *, log: str = "operationlogs") -> None:
+        """Right after serving the n-th report call of ``log`` (1-based, since reset_stats),
+        add_records(day, records, log=log)."""
+        self._after_call(log, n, functools.partial(self._add_locked, _log(log), _day_str(day),
+                                                   [dict(r) for r in records]))
 
     def late_events(self, day: str, *, after_call: int, position: int, count: int, seed: int = 0,
-                    twins: bool = False) -> None:
-        """Right after serving report call ``after_call`` (1-based, since reset_stats), insert ``count``
-        records into ``day`` immediately above the record then at ``position`` (0 = newest, in
+                    twins: bool = False, log: str = "operationlogs") -> None:
+        """Right after serving report call ``after_call`` of ``log`` (1-based, since reset_stats), insert
+        ``count`` records into ``day`` immediately above the record then at ``position`` (0 = newest, in
         day_records order), with its `time`: they take positions [position, position+count) and
         everything from there on moves down.
 
@@ -892,19 +1062,13 @@ class ZoomSimulator:
         ``position`` instead (late identical twins). A position past the end appends at the end with
         the last record's time; an empty day gets distinct records at 00:00:00.
         """
-        if int(after_call) < 1:
-            raise ValueError("after_call is 1-based")
         if int(position) < 0 or not 1 <= int(count) <= 10_000:
             raise ValueError("need position >= 0 and 1 <= count <= 10000")
-        day = _day_str(day)
-        with self._lock:
-            self._triggers.setdefault(int(after_call), []).append(
-                functools.partial(self._late_locked, day, int(position), int(count), int(seed), bool(twins)))
+        self._after_call(log, after_call, functools.partial(
+            self._late_locked, _log(log), _day_str(day), int(position), int(count), int(seed), bool(twins)))
 
-    def _late_locked(self, day: str, position: int, count: int, seed: int, twins: bool) -> None:
-        target = self._days.get(day)
-        if target is None:
-            target = self._days[day] = _Day(day)
+    def _late_locked(self, log: _Log, day: str, position: int, count: int, seed: int, twins: bool) -> None:
+        target = self._day_locked(log, day)
         position = min(position, target.total)
         anchor = target.slice(min(position, target.total - 1), 1)
         if anchor and twins:
@@ -916,12 +1080,11 @@ class ZoomSimulator:
         lo = target.count_newer(key)
         taken = {repr(r) for r in target.slice(lo, target.count_newer(key, inclusive=True) - lo)}
         rng = random.Random(f"{day}/{seed}/late")
-        pool, stride, ops = _vocab()
+        pool, stride, picks = log.vocab()
         base = rng.randrange(len(pool))
         out: list[dict] = []
-        for i in range(20 * (count + len(taken)) + 100):  # bounded: pool x operators is ~17k records
-            category, action, detail = pool[(base + i * stride) % len(pool)]
-            rec = _record(action, category, detail, rng.choice(ops), when)
+        for i in range(20 * (count + len(taken)) + 100):  # bounded: pool x picks is ~17k (~3k) records
+            rec = log.record(pool[(base + i * stride) % len(pool)], rng.choice(picks), when)
             if repr(rec) not in taken:
                 taken.add(repr(rec))
                 out.append(rec)
@@ -954,20 +1117,14 @@ class ZoomSimulator:
 
     # -- statistics --------------------------------------------------------------------------------
     def _reset_stats_locked(self) -> None:
-        self._report_calls = 0
+        self._counts = {name: _Counts() for name in LOGS}  # per report endpoint
+        self._token_counts = _Counts()  # the token endpoint's faults and statuses
         self._token_calls = 0
         self._tokens_issued = 0
-        self._by_day: dict[str, int] = {}
-        self._faults_by_kind: dict[str, int] = {}
-        self._status_counts: dict[str, int] = {}
-        self._records_served = 0
-        self._pages_served = 0
-        self._page_tokens_issued = 0
         self._token_use: dict[str, list[float]] = {}
         self._in_flight = 0
         self._max_in_flight = 0
         self._connections = 0
-        self._qps_rejections = 0
 
     def reset_stats(self) -> None:
         """Zero the counters; report calls are numbered from 1 again for on_report_call, late_events
@@ -978,9 +1135,14 @@ class ZoomSimulator:
     def stats(self) -> dict:
         """Counters since the last reset_stats.
 
-        ``report_calls_by_day`` is keyed by ``from`` (``"from..to"`` for a multi-day range).
-        ``max_concurrent_tokens`` is the largest number of access tokens whose [first use, last use]
-        report-call intervals overlap; ``max_in_flight`` the most report requests open at once.
+        Report counters are totals over both report endpoints (``faults_by_kind`` and
+        ``status_counts`` include the token endpoint's), except ``report_calls_by_day``: operation-log
+        calls only, keyed by ``from`` (``"from..to"`` for a multi-day range). ``by_log`` has each
+        report endpoint's own ``report_calls``, ``report_calls_by_day``, ``faults_by_kind``,
+        ``status_counts``, ``pages_served``, ``records_served``, ``page_tokens_issued`` and
+        ``qps_rejections``. ``max_concurrent_tokens`` is the largest number of access tokens whose
+        [first use, last use] report-call intervals overlap; ``max_in_flight`` the most report
+        requests open at once.
         """
         with self._lock:
             events = sorted(
@@ -991,23 +1153,26 @@ class ZoomSimulator:
             for _, is_end in events:
                 current += -1 if is_end else 1
                 peak = max(peak, current)
+            logs = list(self._counts.values())
+            faults = _summed([c.faults for c in [*logs, self._token_counts]])
             return {
-                "report_calls": self._report_calls,
+                "report_calls": sum(c.calls for c in logs),
                 "token_calls": self._token_calls,
                 "tokens_issued": self._tokens_issued,
-                "report_calls_by_day": dict(self._by_day),
-                "faults_served": sum(self._faults_by_kind.values()),
-                "faults_by_kind": dict(self._faults_by_kind),
-                "status_counts": dict(self._status_counts),
-                "pages_served": self._pages_served,
-                "records_served": self._records_served,
-                "page_tokens_issued": self._page_tokens_issued,
+                "report_calls_by_day": dict(self._counts["operationlogs"].by_day),
+                "faults_served": sum(faults.values()),
+                "faults_by_kind": faults,
+                "status_counts": _summed([c.statuses for c in [*logs, self._token_counts]]),
+                "pages_served": sum(c.pages for c in logs),
+                "records_served": sum(c.records for c in logs),
+                "page_tokens_issued": sum(c.page_tokens for c in logs),
                 "tokens_used": len(self._token_use),
                 "max_concurrent_tokens": peak,
                 "max_in_flight": self._max_in_flight,
                 "connections": self._connections,
                 "pending_faults": len(self._faults) + len(self._token_faults),
-                "qps_rejections": self._qps_rejections,
+                "qps_rejections": sum(c.qps for c in logs),
+                "by_log": {name: c.as_dict() for name, c in self._counts.items()},
             }
 
     def _track(self, conn: socket.socket, opened: bool) -> None:
@@ -1018,19 +1183,18 @@ class ZoomSimulator:
             else:
                 self._conns.discard(conn)
 
-    def _count_fault(self, kind: str) -> None:
-        self._faults_by_kind[kind] = self._faults_by_kind.get(kind, 0) + 1
-
     @staticmethod
-    def _take_fault(queue: list[_Fault], applies: Any) -> _Fault | None:
-        """Pop the first due, applicable fault; a call with no fault advances every countdown."""
-        for fault in queue:
+    def _take_fault(queue: list[_Fault], log: str | None, applies: Any) -> _Fault | None:
+        """Pop the first due, applicable fault of ``log``; a call with no fault advances the countdown
+        of every fault of ``log`` (None: the token endpoint)."""
+        mine = [fault for fault in queue if fault.log == log]
+        for fault in mine:
             if fault.after == 0 and applies(fault):
                 fault.times -= 1
                 if fault.times == 0:
                     queue.remove(fault)
                 return fault
-        for fault in queue:
+        for fault in mine:
             if fault.after > 0:
                 fault.after -= 1
         return None
@@ -1040,10 +1204,11 @@ class ZoomSimulator:
         parts = urlsplit(target)
         path = parts.path.rstrip("/") or "/"
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        if path == "/v2/report/operationlogs":
+        log = _LOGS.get(path[len("/v2/report/"):]) if path.startswith("/v2/report/") else None
+        if log is not None:
             if method != "GET":
                 return _api_error(405, 405, "Method not allowed.")
-            return self._report(query, headers)
+            return self._report(query, headers, log)
         if path == "/oauth/token":
             if method != "POST":
                 return _oauth_error("Method not allowed", "invalid_request")
@@ -1058,11 +1223,12 @@ class ZoomSimulator:
         if body and "json" not in (headers.get("Content-Type") or ""):
             # Zoom accepts the same parameters as an x-www-form-urlencoded body.
             params.update({k: v[0] for k, v in parse_qs(body.decode("latin-1"), keep_blank_values=True).items()})
+        answer = functools.partial(self._status, self._token_counts)
         with self._lock:
             self._token_calls += 1
-            fault = self._take_fault(self._token_faults, lambda f: True)
+            fault = self._take_fault(self._token_faults, None, lambda f: True)
             if fault is not None:
-                self._count_fault(fault.kind)
+                self._token_counts.faults[fault.kind] = self._token_counts.faults.get(fault.kind, 0) + 1
         if fault is not None:
             if fault.kind == "token_connection_reset":
                 return _Resp(0, reset=True)
@@ -1070,7 +1236,7 @@ class ZoomSimulator:
                 time.sleep(float(fault.params.get("seconds", 1.0)))
             else:
                 status = int(fault.params.get("status", 500))
-                return self._status(_json(status, {"reason": HTTPStatus(status).phrase, "error": "server_error"}))
+                return answer(_json(status, {"reason": HTTPStatus(status).phrase, "error": "server_error"}))
 
         client_id = secret = None
         auth = headers.get("Authorization") or ""
@@ -1081,24 +1247,23 @@ class ZoomSimulator:
                 pass
         with self._lock:
             if client_id != self.client_id or secret != self.client_secret:
-                return self._status(_oauth_error("Invalid client_id or client_secret", "invalid_client"))
+                return answer(_oauth_error("Invalid client_id or client_secret", "invalid_client"))
             grant_type = params.get("grant_type")
             if not grant_type:
-                return self._status(_oauth_error("Missing grant_type", "invalid_request"))
+                return answer(_oauth_error("Missing grant_type", "invalid_request"))
             if grant_type != "account_credentials":
-                return self._status(_oauth_error("Unsupported grant type", "unsupported_grant_type"))
+                return answer(_oauth_error("Unsupported grant type", "unsupported_grant_type"))
             account = params.get("account_id")
             if not account:
-                return self._status(_oauth_error("Bad Request", "invalid_request"))
+                return answer(_oauth_error("Bad Request", "invalid_request"))
             if account != self.account_id:
-                return self._status(_oauth_error("Account does not exist", "invalid_request"))
+                return answer(_oauth_error("Account does not exist", "invalid_request"))
             if self.invalidate_on_mint:
                 self._tokens.clear()  # every earlier token now answers 401, code 124 "Invalid access token."
             token = self._mint()
             self._tokens_issued += 1
-            return self._status(_json(200, {"access_token": token, "token_type": "bearer",
-                                            "expires_in": self.token_ttl, "scope": self.scopes,
-                                            "api_url": self.root_url}))
+            return answer(_json(200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl,
+                                      "scope": self.scopes, "api_url": self.root_url}))
 
     def _mint(self) -> str:
         # Looks like Zoom's JWT-shaped tokens, but only the server-side table gives it meaning.
@@ -1114,7 +1279,7 @@ class ZoomSimulator:
         return token
 
     # -- report ------------------------------------------------------------------------------------
-    def _report(self, query: dict, headers: Any) -> _Resp:
+    def _report(self, query: dict, headers: Any, log: _Log) -> _Resp:
         auth = headers.get("Authorization") or ""
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         has_page_token = bool(query.get("next_page_token"))
@@ -1122,41 +1287,43 @@ class ZoomSimulator:
         if query.get("to", key) != key:
             key = f"{key}..{query.get('to', '')}"
         with self._lock:
-            self._report_calls += 1
-            n = self._report_calls
-            self._by_day[key] = self._by_day.get(key, 0) + 1
+            counts = self._counts[log.name]
+            counts.calls += 1
+            n = counts.calls
+            counts.by_day[key] = counts.by_day.get(key, 0) + 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
             if self.max_requests_per_second is not None and self._over_qps():
-                self._qps_rejections += 1
+                counts.qps += 1
                 self._in_flight -= 1
-                return self._status(_api_error(429, 429, MSG_QPS, (("X-RateLimit-Category", "Heavy"),
-                                                                   ("X-RateLimit-Type", "QPS"))))
+                return self._status(counts, _api_error(429, 429, MSG_QPS, (("X-RateLimit-Category", "Heavy"),
+                                                                           ("X-RateLimit-Type", "QPS"))))
             if bearer in self._tokens:
                 now = time.monotonic()
                 self._token_use.setdefault(bearer, [now, now])[1] = now
-            fault = self._take_fault(self._faults, lambda f: f.kind != "invalid_page_token" or has_page_token)
+            fault = self._take_fault(self._faults, log.name,
+                                     lambda f: f.kind != "invalid_page_token" or has_page_token)
             if fault is not None:
-                self._count_fault(fault.kind)
+                counts.faults[fault.kind] = counts.faults.get(fault.kind, 0) + 1
         try:
             if fault is not None and fault.kind == "slow":
                 time.sleep(float(fault.params.get("seconds", 1.0)))  # outside the lock
                 fault = None
             with self._lock:
                 if fault is None:
-                    resp = self._page(query, bearer, n)
+                    resp = self._page(query, bearer, log, n)
                 elif fault.kind == "truncated_body":
-                    served = self._records_served
-                    full = self._page(query, bearer, n)
+                    served = counts.records
+                    full = self._page(query, bearer, log, n)
                     resp = full._replace(body=full.body[: len(full.body) // 2])
                     if full.status == 200:  # the client never gets these records
-                        self._pages_served -= 1
-                        self._records_served = served
+                        counts.pages -= 1
+                        counts.records = served
                 else:
                     resp = self._fault_response(fault, query, bearer)
-                for action in self._triggers.pop(n, []):
+                for action in self._triggers.pop((log.name, n), []):
                     action()
-                return self._status(resp)
+                return self._status(counts, resp)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -1172,11 +1339,11 @@ class ZoomSimulator:
         window.append(now)
         return False
 
-    def _status(self, resp: _Resp) -> _Resp:
+    def _status(self, counts: _Counts, resp: _Resp) -> _Resp:
         if not resp.reset:
             with self._lock:
                 key = str(resp.status)
-                self._status_counts[key] = self._status_counts.get(key, 0) + 1
+                counts.statuses[key] = counts.statuses.get(key, 0) + 1
         return resp
 
     def _fault_response(self, fault: _Fault, query: dict, bearer: str) -> _Resp:
@@ -1216,17 +1383,17 @@ class ZoomSimulator:
             return _Resp(200, body.encode("latin-1") if isinstance(body, str) else bytes(body))
         raise AssertionError(f"unhandled fault {kind}")
 
-    def _page(self, query: dict, bearer: str, call: int = 0) -> _Resp:
-        """Serve one page for report call number ``call`` (caller holds the lock)."""
+    def _page(self, query: dict, bearer: str, log: _Log, call: int = 0) -> _Resp:
+        """Serve one page of ``log`` for its report call number ``call`` (caller holds the lock)."""
         now = time.monotonic()
         token = self._tokens.get(bearer)
         if token is None:
             return _api_error(401, 124, MSG_INVALID_TOKEN)
         if token.revoked or now - token.issued > self.token_ttl:
             return _api_error(401, 124, MSG_EXPIRED_TOKEN)
-        if not any(scope in self.scopes.split() for scope in REPORT_SCOPES):
+        if not any(scope in self.scopes.split() for scope in log.scopes):
             # Zoom answers a missing scope with 400, not 401/403.
-            return _api_error(400, 4711, f"Invalid access token, does not contain scopes:[{REPORT_SCOPES[0]}]")
+            return _api_error(400, 4711, f"Invalid access token, does not contain scopes:[{log.scopes[0]}]")
 
         dates = {}
         for name in ("from", "to"):
@@ -1254,12 +1421,12 @@ class ZoomSimulator:
         offset = 0
         page_token = query.get("next_page_token")
         if page_token:
-            entry = self._page_tokens.get(page_token)
-            if entry is None or now - entry[4] > self.page_token_ttl or entry[:2] != (frm, to):
+            entry = self._page_tokens.get(page_token)  # bound to its endpoint and date range
+            if entry is None or now - entry.issued > self.page_token_ttl or entry[:3] != (log.name, frm, to):
                 return _api_error(400, 300, MSG_BAD_PAGE_TOKEN)
-            offset = entry[2]
+            offset = entry.offset
             if not query.get("page_size"):
-                size = entry[3]
+                size = entry.size
 
         rng = None
         if self.shuffle_within_second:  # one permutation per call, shared by every day of the range
@@ -1268,8 +1435,8 @@ class ZoomSimulator:
         total = 0
         skip = offset
         raw = False
-        for day in sorted((d for d in self._days if frm <= d <= to), reverse=True):
-            data = self._days[day]
+        for day in sorted((d for name, d in self._days if name == log.name and frm <= d <= to), reverse=True):
+            data = self._days[(log.name, day)]
             day_total = data.total
             total += day_total
             if len(records) < size and skip < day_total:
@@ -1282,25 +1449,27 @@ class ZoomSimulator:
             else:
                 skip = max(0, skip - day_total)
 
-        body: dict[str, Any] = {"from": frm, "to": to, "page_size": size}
+        body: dict[str, Any] = {"from": log.bound(frm), "to": log.bound(to), "page_size": size}
+        counts = self._counts[log.name]
         if offset + len(records) < total:
-            body["next_page_token"] = self._issue_page_token((frm, to, offset + len(records), size, now))
+            body["next_page_token"] = self._issue_page_token(
+                _PageToken(log.name, frm, to, offset + len(records), size, now))
+            counts.page_tokens += 1
         elif self.last_token_style == "empty":
             body["next_page_token"] = ""
         elif self.last_token_style == "null":
             body["next_page_token"] = None
-        body["operation_logs"] = records
-        self._pages_served += 1
-        self._records_served += len(records)
-        return _Resp(200, _dumps_with_raw(body)) if raw else _json(200, body)
+        body[log.records_key] = records
+        counts.pages += 1
+        counts.records += len(records)
+        return _Resp(200, _dumps_with_raw(body, log.records_key)) if raw else _json(200, body)
 
-    def _issue_page_token(self, entry: tuple[str, str, int, int, float]) -> str:
+    def _issue_page_token(self, entry: _PageToken) -> str:
         if len(self._page_tokens) >= 10_000:  # drop expired entries so long runs stay bounded
-            cutoff = entry[4] - self.page_token_ttl
-            self._page_tokens = {k: v for k, v in self._page_tokens.items() if v[4] >= cutoff}
+            cutoff = entry.issued - self.page_token_ttl
+            self._page_tokens = {k: v for k, v in self._page_tokens.items() if v.issued >= cutoff}
         token = secrets.token_urlsafe(24).replace("-", "x").replace("_", "Z")
         self._page_tokens[token] = entry
-        self._page_tokens_issued += 1
         return token
 
     # -- control endpoints -------------------------------------------------------------------------
@@ -1317,37 +1486,38 @@ class ZoomSimulator:
                 if name == "faults":
                     return _json(200, self.pending_faults())
                 if name == "records":
-                    limit = query.get("limit")
+                    limit, log = query.get("limit"), query.get("log", "operationlogs")
                     return _json(200, {"records": _raw_out(self.day_records(
-                        query["day"], int(query.get("offset", 0)), None if limit is None else int(limit))),
-                        "count": self.day_count(query["day"])})
+                        query["day"], int(query.get("offset", 0)), None if limit is None else int(limit), log=log)),
+                        "count": self.day_count(query["day"], log=log)})
                 return _json(404, {"error": f"unknown control endpoint GET /_sim/{name}"})
             if method != "POST":
                 return _json(405, {"error": "use GET or POST"})
+            log = data.get("log", "operationlogs")
             if name == "day":
                 if "generate" in data:
                     self.generate_day(data["day"], int(data["generate"]), seed=int(data.get("seed", 0)),
-                                      twins=int(data.get("twins", 0)))
+                                      twins=int(data.get("twins", 0)), log=log)
                 else:
-                    self.set_day(data["day"], _raw_in(data["records"]))
+                    self.set_day(data["day"], _raw_in(data["records"]), log=log)
             elif name == "add":
-                self.add_records(data["day"], _raw_in(data["records"]))
+                self.add_records(data["day"], _raw_in(data["records"]), log=log)
             elif name == "fault":
-                params = {k: v for k, v in data.items() if k not in ("kind", "times", "after_calls")}
+                params = {k: v for k, v in data.items() if k not in ("kind", "times", "after_calls", "log")}
                 self.inject(data["kind"], times=int(data.get("times", 1)),
-                            after_calls=int(data.get("after_calls", 0)), **params)
+                            after_calls=int(data.get("after_calls", 0)), log=log, **params)
             elif name == "trigger":
-                self.on_report_call(int(data["n"]), data["day"], _raw_in(data["records"]))
+                self.on_report_call(int(data["n"]), data["day"], _raw_in(data["records"]), log=log)
             elif name == "late_events":
                 if not isinstance(data.get("twins", False), bool):
                     raise ValueError("twins must be true or false")
                 self.late_events(data["day"], after_call=int(data["after_call"]), position=int(data["position"]),
                                  count=int(data["count"]), seed=int(data.get("seed", 0)),
-                                 twins=data.get("twins", False))
+                                 twins=data.get("twins", False), log=log)
             elif name == "make_records":
                 return _json(200, {"records": self.make_records(
                     data["day"], int(data["count"]), seed=int(data.get("seed", 0)),
-                    start_time=data.get("start_time"))})
+                    start_time=data.get("start_time"), log=log)})
             elif name == "config":
                 return _json(200, self.configure(**data))
             elif name == "stats":
@@ -1457,11 +1627,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     ap.add_argument("--generate", action="append", default=[], metavar="DAY=COUNT[:SEED[:TWINS]]",
-                    help="generate a day lazily, e.g. 2026-11-20=1000 or 2026-11-20=1000000:7:25")
+                    help="generate a day of operation logs lazily, e.g. 2026-11-20=1000 or 2026-11-20=1000000:7:25")
+    ap.add_argument("--generate-activities", action="append", default=[], metavar="DAY=COUNT[:SEED[:TWINS]]",
+                    help="the same for a day of sign-in / sign-out activities")
     ap.add_argument("--account-id", default="sim-account")
     ap.add_argument("--client-id", default="sim-client-id")
     ap.add_argument("--client-secret", default="sim-client-secret")
-    ap.add_argument("--scopes", default="report:read:operation_logs:admin")
+    ap.add_argument("--scopes", default=DEFAULT_SCOPES)
     ap.add_argument("--token-ttl", type=float, default=3600)
     ap.add_argument("--page-token-ttl", type=float, default=900)
     ap.add_argument("--retention-days", type=int, default=180)
@@ -1480,10 +1652,11 @@ def main(argv: list[str] | None = None) -> int:
                         page_token_ttl=whole(args.page_token_ttl), retention_days=args.retention_days,
                         scopes=args.scopes, last_token_style=args.last_token_style, today=args.today,
                         shuffle_within_second=args.shuffle_within_second, shuffle_seed=args.shuffle_seed)
-    for spec in args.generate:
-        day, _, rest = spec.partition("=")
-        count, seed, twins = ([int(x) for x in rest.split(":")] + [0, 0])[:3]
-        sim.generate_day(day, count, seed=seed, twins=twins)
+    for log, specs in (("operationlogs", args.generate), ("activities", args.generate_activities)):
+        for spec in specs:
+            day, _, rest = spec.partition("=")
+            count, seed, twins = ([int(x) for x in rest.split(":")] + [0, 0])[:3]
+            sim.generate_day(day, count, seed=seed, twins=twins, log=log)
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

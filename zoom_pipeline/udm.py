@@ -28,6 +28,12 @@ Choices where Google's table leaves the mapping open:
   bytes that are not UTF-8 become U+FFFD (`invalid_utf8`). U+FFFD already in the line is ordinary text.
 - A line that is not JSON (NaN and Infinity included) is one event flagged `not_an_object`, as is JSON
   that is not an object; the product log id is always that of the exact stored bytes.
+
+What is not particular to operation logs serves every mapping of a Zoom source (`udm_activity` maps the
+sign-in/sign-out records with it): reading a stored line (`map_stored_line`); the envelope every event
+carries (`ENVELOPE_ROWS`, `Envelope`, `envelope`, `event_metadata`, `not_an_object`); values and times
+(`record_text`, `event_timestamp`, `is_email`, `json_name`); `additional` members (`put_additional`);
+coverage (`field_paths`, `populated_fields`); the id (`product_log_id`); `SHARED_PROBLEMS`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -55,11 +62,26 @@ __all__ = [
     "parse_operation_detail",
     "product_log_id",
     "to_udm_event",
+    # Shared by every mapping
+    "ENVELOPE_ROWS",
+    "SHARED_PROBLEMS",
+    "Envelope",
+    "envelope",
+    "event_metadata",
+    "event_timestamp",
+    "field_paths",
+    "is_email",
+    "json_name",
+    "map_stored_line",
+    "not_an_object",
+    "populated_fields",
+    "put_additional",
+    "record_text",
 ]
 
 
 class Rule(StrEnum):
-    """How a row of `UDM_MAPPING` fills its UDM field; the text is the row's "logic" column."""
+    """How a row of a mapping table fills its UDM field; the text is the row's "logic" column."""
 
     CONSTANT = "the value in the log-field column is assigned"
     COPY = "the raw field, as a string; omitted when empty"
@@ -77,7 +99,7 @@ class Rule(StrEnum):
 class MappingRow(NamedTuple):
     source: str
     udm: str
-    rule: Rule
+    rule: StrEnum  # a `Rule`, or one of a mapping's own rules
 
 
 _R = MappingRow
@@ -117,29 +139,32 @@ UDM_MAPPING: tuple[MappingRow, ...] = (
     _R("role",                     "target.user.attribute.roles.name",         Rule.EXTRACTED),
 )  # fmt: skip
 del _R
+# The rows of the envelope (log type, vendor, product): the sign-in/sign-out mapping has them too.
+ENVELOPE_ROWS: tuple[MappingRow, ...] = tuple(r for r in UDM_MAPPING if r.rule is Rule.CONSTANT)
 
-# Problem tags returned by to_udm_event, stable for counting.
+# Problem tags, stable for counting. Those of any mapping: a record that is no object, its time, its values.
 NOT_AN_OBJECT = "not_an_object"
 TIME_MISSING = "time_missing"
 TIME_UNPARSEABLE = "time_unparseable"
 NON_STRING_VALUE = "non_string_value"
-JSON_DATA_INVALID = "json_data_invalid"
 INVALID_UNICODE = "invalid_unicode"
-# Problem tags added by map_line: how a line orjson could not read exactly was read.
+# Those added by reading the stored line: how a line orjson could not read exactly was read.
 LONE_SURROGATE = "lone_surrogate"
 BIG_NUMBER = "big_number"
 INVALID_UTF8 = "invalid_utf8"
-PROBLEMS = (
+SHARED_PROBLEMS = (
     NOT_AN_OBJECT,
     TIME_MISSING,
     TIME_UNPARSEABLE,
     NON_STRING_VALUE,
-    JSON_DATA_INVALID,
     INVALID_UNICODE,
     LONE_SURROGATE,
     BIG_NUMBER,
     INVALID_UTF8,
 )
+# The operation logs' own, from to_udm_event.
+JSON_DATA_INVALID = "json_data_invalid"
+PROBLEMS = (*SHARED_PROBLEMS, JSON_DATA_INVALID)
 
 _JSON_LABEL_KEYS = ("assistant", "options")
 # Proto knowledge the table leaves implicit: which UDM fields are repeated.
@@ -150,26 +175,20 @@ _REPEATED_MESSAGES = frozenset({"labels", "roles"})
 # ---- Table-derived lookups (built once at import) ------------------------------------------------------
 
 
-def _camel(path: str) -> str:
+def json_name(path: str) -> str:
+    """A dotted UDM field as Google publishes it (snake_case) → its proto3 JSON name (camelCase)."""
     return re.sub(r"_([a-z])", lambda m: m.group(1).upper(), path)
 
 
 def _target_slot(udm: str) -> tuple[tuple[str, ...], str | None]:
     """`target.user.attribute.roles.name` → ((user, attribute, roles), "name"): where a value goes."""
-    parts = _camel(udm).split(".")[1:]
+    parts = json_name(udm).split(".")[1:]
     for i, part in enumerate(parts):
         if part in _REPEATED_MESSAGES:
             return tuple(parts[: i + 1]), parts[i + 1]
     return tuple(parts), None
 
 
-def _constant(udm: str) -> str:
-    return next(r.source for r in UDM_MAPPING if r.udm == udm and r.rule is Rule.CONSTANT)
-
-
-_VENDOR = _constant("metadata.vendor_name")
-_PRODUCT = _constant("metadata.product_name")
-_LOG_TYPE = _constant("metadata.log_type")
 _ADDITIONAL_KEY = next(r.source for r in UDM_MAPPING if r.rule is Rule.FIELD_NAME)
 
 _SCALAR, _LIST, _OBJECTS = 0, 1, 2
@@ -210,7 +229,6 @@ _TARGET_SLOTS = _ordered_target_slots()
 assert {_EMAILS_SLOT, _ROLES_SLOT, _LABELS_SLOT, _USERID_SLOT} <= set(_TARGET_SLOTS)
 
 TARGET_FIELDS: tuple[str, ...] = tuple("target." + ".".join(s) for s in _TARGET_SLOTS) + ("about",)
-_COVERAGE_PATHS = tuple((name, tuple(name.split("."))) for name in TARGET_FIELDS)
 
 
 # ---- operation_detail parsing --------------------------------------------------------------------------
@@ -313,7 +331,7 @@ def parse_operation_detail(detail: str) -> ParsedDetail:
     return ParsedDetail(head, _first_email(head), email2, role, pairs, bare, json_data, problems)
 
 
-# ---- Values --------------------------------------------------------------------------------------------
+# ---- Values (shared) -----------------------------------------------------------------------------------
 
 
 def _valid_unicode(text: str, problems: list[str]) -> str:
@@ -352,7 +370,9 @@ def _str(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
-def _field(record: dict[Any, Any], key: str, problems: list[str]) -> str:
+def record_text(record: dict[Any, Any], key: str, problems: list[str]) -> str:
+    """The record's value under `key` as text ("" when absent or null); a value that is not a string is
+    flagged `non_string_value`, text that cannot be UTF-8 `invalid_unicode`."""
     value = record.get(key)
     if type(value) is str:
         return value if value.isascii() else _valid_unicode(value, problems)
@@ -361,7 +381,12 @@ def _field(record: dict[Any, Any], key: str, problems: list[str]) -> str:
     return _as_text(value, problems)
 
 
-# ---- Time ----------------------------------------------------------------------------------------------
+def is_email(text: str) -> bool:
+    """Whether the whole of `text` is one e-mail address (its local part may hold U+FFFD)."""
+    return "@" in text and _WHOLE_EMAIL.match(text) is not None
+
+
+# ---- Time (shared) -------------------------------------------------------------------------------------
 
 _ZOOM_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _ISO_TIME = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
@@ -380,7 +405,9 @@ def _rfc3339(moment: datetime) -> str:
     return text + "Z"
 
 
-def _timestamp(record: dict[Any, Any], fallback_time: datetime, problems: list[str]) -> str:
+def event_timestamp(record: dict[Any, Any], fallback_time: datetime, problems: list[str]) -> str:
+    """The record's `time` in RFC 3339; missing (`time_missing`) or unparseable (`time_unparseable`), the
+    fallback time."""
     raw = record.get("time")
     if type(raw) is str and _ZOOM_TIME.fullmatch(raw):
         try:
@@ -388,7 +415,7 @@ def _timestamp(record: dict[Any, Any], fallback_time: datetime, problems: list[s
             return raw
         except ValueError:
             pass
-    text = _field(record, "time", problems).strip()
+    text = record_text(record, "time", problems).strip()
     if not text:
         problems.append(TIME_MISSING)
         return _rfc3339(fallback_time)
@@ -401,7 +428,93 @@ def _timestamp(record: dict[Any, Any], fallback_time: datetime, problems: list[s
     return _rfc3339(fallback_time)
 
 
-# ---- Events --------------------------------------------------------------------------------------------
+# ---- The envelope (shared) -----------------------------------------------------------------------------
+
+
+class Envelope(NamedTuple):
+    """The metadata every event of one mapping carries whatever its record says: its table's constants."""
+
+    vendor: str
+    product: str
+    log_type: str
+
+
+def envelope(table: tuple[MappingRow, ...]) -> Envelope:
+    """The `Envelope` named by the CONSTANT rows of `table`."""
+
+    def constant(udm: str) -> str:
+        return next(r.source for r in table if r.udm == udm and r.rule is Rule.CONSTANT)
+
+    return Envelope(constant("metadata.vendor_name"), constant("metadata.product_name"), constant("metadata.log_type"))
+
+
+def event_metadata(envelope: Envelope, log_id: str, timestamp: str, event_type: str) -> dict[str, Any]:
+    """The metadata every event starts with; a mapping adds its own fields after these."""
+    return {
+        "productLogId": log_id,
+        "eventTimestamp": timestamp,
+        "eventType": event_type,
+        "vendorName": envelope.vendor,
+        "productName": envelope.product,
+        "logType": envelope.log_type,
+    }
+
+
+def not_an_object(
+    record: object, log_id: str, fallback_time: datetime, envelope: Envelope
+) -> tuple[dict, tuple[str, ...]]:
+    """The one event for a stored line that holds no JSON object: its text as the description."""
+    problems = [NOT_AN_OBJECT, TIME_MISSING]
+    metadata = event_metadata(envelope, log_id, _rfc3339(fallback_time), "GENERIC_EVENT")
+    description = _as_text(_json_text(record), problems)
+    if description:
+        metadata["description"] = description
+    return {"metadata": metadata}, tuple(dict.fromkeys(problems))
+
+
+def put_additional(event: dict[str, Any], key: str, value: str) -> None:
+    """One `additional.fields` entry (key, value.string_value): in Chronicle API JSON `additional` is a
+    protobuf Struct, so the entry is its member `key: value`. An empty value adds nothing."""
+    if value:
+        additional = event.get("additional")
+        if additional is None:
+            event["additional"] = {key: value}
+        else:
+            additional[key] = value
+
+
+def field_paths(fields: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """`fields` (dotted camelCase names) with their paths, for `populated_fields`."""
+    return tuple((name, tuple(name.split("."))) for name in fields)
+
+
+def populated_fields(event: dict, paths: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, ...]:
+    """The fields of `paths` (from `field_paths`) that `event` holds a non-empty value in."""
+    covered = []
+    for name, path in paths:
+        node: Any = event
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if node:
+            covered.append(name)
+    return tuple(covered)
+
+
+def product_log_id(raw_line: bytes, occurrence: int) -> str:
+    """Stable id of the `occurrence`-th (0-based) copy of an identical NDJSON line within a day.
+
+    A trailing line break is not part of the line, so the id is the same with or without it.
+    """
+    line = raw_line.rstrip(b"\r\n")
+    return hashlib.sha256(line + b"\x00" + str(occurrence).encode()).hexdigest()[:32]
+
+
+# ---- Operation-log events ------------------------------------------------------------------------------
+
+_ENVELOPE = envelope(UDM_MAPPING)
+_COVERAGE_PATHS = field_paths(TARGET_FIELDS)
 
 
 def _dedupe_emails(emails: list[str]) -> list[str]:
@@ -425,36 +538,16 @@ def _json_user(element: dict[Any, Any], problems: list[str]) -> tuple[str, list[
     return userid, labels
 
 
-def _metadata(log_id: str, timestamp: str, event_type: str) -> dict[str, Any]:
-    return {
-        "productLogId": log_id,
-        "eventTimestamp": timestamp,
-        "eventType": event_type,
-        "vendorName": _VENDOR,
-        "productName": _PRODUCT,
-        "logType": _LOG_TYPE,
-    }
-
-
-def _not_an_object(record: object, log_id: str, fallback_time: datetime) -> tuple[dict, tuple[str, ...]]:
-    problems = [NOT_AN_OBJECT, TIME_MISSING]
-    metadata = _metadata(log_id, _rfc3339(fallback_time), "GENERIC_EVENT")
-    description = _as_text(_json_text(record), problems)
-    if description:
-        metadata["description"] = description
-    return {"metadata": metadata}, tuple(dict.fromkeys(problems))
-
-
 def to_udm_event(record: object, *, log_id: str, fallback_time: datetime) -> tuple[dict, tuple[str, ...]]:
     """One raw operation-log record → (one UDM event, problem tags). Never raises, never drops."""
     if not isinstance(record, dict):
-        return _not_an_object(record, log_id, fallback_time)
+        return not_an_object(record, log_id, fallback_time, _ENVELOPE)
     problems: list[str] = []
-    timestamp = _timestamp(record, fallback_time, problems)
-    operator = _field(record, "operator", problems).strip()
-    action = _field(record, "action", problems)
-    category = _field(record, "category_type", problems)
-    detail = _field(record, "operation_detail", problems)
+    timestamp = event_timestamp(record, fallback_time, problems)
+    operator = record_text(record, "operator", problems).strip()
+    action = record_text(record, "action", problems)
+    category = record_text(record, "category_type", problems)
+    detail = record_text(record, "operation_detail", problems)
 
     slots: dict[tuple[str, ...], Any] = {}
     about: list[dict[str, Any]] = []
@@ -502,15 +595,15 @@ def to_udm_event(record: object, *, log_id: str, fallback_time: datetime) -> tup
                     about.append({"user": user})
 
     event_type = "USER_UNCATEGORIZED" if operator or email or email2 else "GENERIC_EVENT"
-    metadata = _metadata(log_id, timestamp, event_type)
+    metadata = event_metadata(_ENVELOPE, log_id, timestamp, event_type)
     if action:
         metadata["productEventType"] = action
     if detail:
         metadata["description"] = detail
     event: dict[str, Any] = {"metadata": metadata}
     if operator:
-        is_email = "@" in operator and _WHOLE_EMAIL.match(operator)
-        event["principal"] = {"user": {"emailAddresses": [operator]} if is_email else {"userid": operator}}
+        user = {"emailAddresses": [operator]} if is_email(operator) else {"userid": operator}
+        event["principal"] = {"user": user}
     if slots:
         target: dict[str, Any] = {}
         for slot in _TARGET_SLOTS:
@@ -523,35 +616,16 @@ def to_udm_event(record: object, *, log_id: str, fallback_time: datetime) -> tup
         event["target"] = target
     if about:
         event["about"] = about
-    if category:
-        event["additional"] = {_ADDITIONAL_KEY: category}
+    put_additional(event, _ADDITIONAL_KEY, category)
     return event, tuple(dict.fromkeys(problems)) if problems else ()
-
-
-def product_log_id(raw_line: bytes, occurrence: int) -> str:
-    """Stable id of the `occurrence`-th (0-based) copy of an identical NDJSON line within a day.
-
-    A trailing line break is not part of the line, so the id is the same with or without it.
-    """
-    line = raw_line.rstrip(b"\r\n")
-    return hashlib.sha256(line + b"\x00" + str(occurrence).encode()).hexdigest()[:32]
 
 
 def coverage(event: dict) -> tuple[str, ...]:
     """The `TARGET_FIELDS` that `event` populates."""
-    covered = []
-    for name, path in _COVERAGE_PATHS:
-        node: Any = event
-        for part in path:
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if node:
-            covered.append(name)
-    return tuple(covered)
+    return populated_fields(event, _COVERAGE_PATHS)
 
 
-# ---- Stored lines --------------------------------------------------------------------------------------
+# ---- Stored lines (shared) -----------------------------------------------------------------------------
 
 # orjson reads an integer outside [-2**63, 2**64) as a float: any run of 19 digits sends the line to the
 # standard library as well (a run inside a string costs a second parse, nothing else).
@@ -641,14 +715,27 @@ def _read_line(line: bytes) -> tuple[object, list[str]]:
     return exact, problems
 
 
+def map_stored_line(
+    line: bytes,
+    occurrence: int,
+    fallback_time: datetime,
+    to_event: Callable[..., tuple[dict, tuple[str, ...]]],
+    covered: Callable[[dict], tuple[str, ...]],
+) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
+    """`line` read as above and mapped by `to_event(record, log_id=..., fallback_time=...)` (which maps
+    anything, a non-object included) → (the event as compact UTF-8 JSON, the problem tags of the reading
+    and of the mapping, `covered(event)`). The id is `product_log_id(line, occurrence)`."""
+    record, read_problems = _read_line(line)
+    event, problems = to_event(record, log_id=product_log_id(line, occurrence), fallback_time=fallback_time)
+    if read_problems:
+        problems = tuple(dict.fromkeys([*read_problems, *problems]))
+    return orjson.dumps(event), problems, covered(event)
+
+
 def map_line(line: bytes, occurrence: int, fallback_time: datetime) -> tuple[bytes, tuple[str, ...], tuple[str, ...]]:
     """One stored raw NDJSON line, the `occurrence`-th (0-based) copy of it in its day → one UDM event.
 
     Returns (the event as one line of compact UTF-8 JSON, without line break; the problem tags; the
     covered `TARGET_FIELDS`). The id is `product_log_id` of the exact stored bytes. Never raises.
     """
-    record, read_problems = _read_line(line)
-    event, problems = to_udm_event(record, log_id=product_log_id(line, occurrence), fallback_time=fallback_time)
-    if read_problems:
-        problems = tuple(dict.fromkeys([*read_problems, *problems]))
-    return orjson.dumps(event), problems, coverage(event)
+    return map_stored_line(line, occurrence, fallback_time, to_udm_event, coverage)

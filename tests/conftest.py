@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import FAKE_AWS, REPO, SIM_SECRET, free_port, wait_for_port
 from zoom_pipeline.simulator import ZoomSimulator
+from zoom_pipeline.sources import SOURCES
 
 
 @pytest.fixture(scope="session")
@@ -209,3 +210,9 @@ def services(tmp_path):
         for proc in running.procs:
             running.stop(proc)
             running.kill(proc)  # whatever the group still holds
+
+
+@pytest.fixture(params=SOURCES, ids=lambda source: source.name)
+def source(request):
+    """Each Zoom source in turn, for tests that hold for every source."""
+    return request.param

@@ -13,10 +13,11 @@ import orjson
 import requests
 from dagster_aws.s3 import S3Resource
 
-from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.assets import SOURCE_ASSETS
 from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
 from zoom_pipeline.ledger import encode_record, line_time
+from zoom_pipeline.sources import OPERATION_LOGS, Source
 from zoom_pipeline.zoom_client import ZoomClient
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,12 +71,14 @@ def resources(env: dict, *, bucket: str = "", local_dir: str = "", **zoom_overri
     }
 
 
-def materialize(day: str, res: dict, *, udm: bool = False, instance=None) -> dg.ExecuteInProcessResult:
-    assets = [zoom_operation_logs, zoom_operation_logs_udm] if udm else [zoom_operation_logs]
+def materialize(day: str, res: dict, *, udm: bool = False, instance=None,
+                source: Source = OPERATION_LOGS) -> dg.ExecuteInProcessResult:
+    raw, udm_asset = SOURCE_ASSETS[source]
+    assets = [raw, udm_asset] if udm else [raw]
     return dg.materialize(assets, partition_key=day, resources=res, instance=instance, raise_on_error=False)
 
 
-def output_metadata(result: dg.ExecuteInProcessResult, asset: str = "zoom_operation_logs") -> dict:
+def output_metadata(result: dg.ExecuteInProcessResult, asset: str = OPERATION_LOGS.name) -> dict:
     [mat] = [m for m in result.asset_materializations_for_node(asset)]
     return {k: v.value for k, v in mat.metadata.items()}
 
@@ -104,7 +107,7 @@ def canonical(records) -> Counter:
     return Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
 
 
-def api_listing(sim, env: dict, day: str) -> list[dict]:
+def api_listing(sim, env: dict, day: str, source: Source = OPERATION_LOGS) -> list[dict]:
     """Everything the simulator lists for a day, paged independently of the code under test."""
     tok = requests.post(
         env["ZOOM_OAUTH_TOKEN_URL"],
@@ -118,12 +121,12 @@ def api_listing(sim, env: dict, day: str) -> list[dict]:
         if token:
             params["next_page_token"] = token
         page = requests.get(
-            env["ZOOM_API_BASE_URL"] + "/report/operationlogs",
+            f"{env['ZOOM_API_BASE_URL']}/{source.path}",
             params=params,
             headers={"Authorization": f"Bearer {tok}"},
             timeout=10,
         ).json()
-        out.extend(page.get("operation_logs") or [])
+        out.extend(page.get(source.records_key) or [])
         token = page.get("next_page_token")
         if not token:
             return out
@@ -163,3 +166,8 @@ def line(sec: int, n: int | str) -> bytes:
 def day_of(n: int, *, newest: int = 80_000, tag: str = "") -> list[bytes]:
     """`n` distinct records, one a second, newest first."""
     return [line(newest - i, f"{tag}{i}") for i in range(n)]
+
+
+def sim_log(source: Source) -> str:
+    """The simulator's name for a source's report (its `log=` keyword)."""
+    return source.path.rsplit("/", 1)[-1]

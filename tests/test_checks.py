@@ -1,4 +1,4 @@
-"""The checks on zoom_operation_logs: yesterday landed by the deadline, and a stored day still matches Zoom."""
+"""The checks on each source's raw asset: yesterday landed by the deadline, and a stored day still matches Zoom."""
 
 import gzip
 from datetime import UTC, datetime, time, timedelta
@@ -7,9 +7,10 @@ import dagster as dg
 import orjson
 import pytest
 
-from tests.helpers import days_ago, materialize, resources, s3_day
+from tests.helpers import days_ago, materialize, resources, s3_day, sim_log
 from zoom_pipeline.checks import checked_day, yesterday_freshness
 from zoom_pipeline.definitions import build_defs
+from zoom_pipeline.sources import OPERATION_LOGS, SOURCES
 
 RAW = dg.AssetKey("zoom_operation_logs")
 
@@ -30,12 +31,13 @@ def values(evaluation) -> dict:
     return {k: v.value for k, v in evaluation.metadata.items()}
 
 
-def run_completeness(defs, instance, day: str):
-    """zoom_completeness_job for one day, as launched with the run tag dagster/partition."""
+def run_completeness(defs, instance, day: str, source=OPERATION_LOGS):
+    """zoom_completeness_job for one day, as launched with the run tag dagster/partition: `source`'s verdict."""
     job = defs.resolve_job_def("zoom_completeness_job")
     result = job.execute_in_process(instance=instance, tags={"dagster/partition": day}, raise_on_error=False)
-    [evaluation] = result.get_asset_check_evaluations()
-    return evaluation
+    by_source = {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+    assert set(by_source) == {s.name for s in SOURCES}  # the job lists the day of every source
+    return by_source[source.name]
 
 
 def at(day_offset: int, hour: int) -> datetime:
@@ -45,13 +47,13 @@ def at(day_offset: int, hour: int) -> datetime:
 # ---- completeness ---------------------------------------------------------------------------------
 
 
-def test_completeness_passes_on_an_exact_day(sim, zoom_env, bucket, s3, defs, instance):
+def test_completeness_passes_on_an_exact_day(sim, zoom_env, bucket, s3, defs, instance, source):
     day = days_ago(3)
-    sim.generate_day(day, 650, seed=5, twins=3)
-    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance).success
+    sim.generate_day(day, 650, seed=5, twins=3, log=sim_log(source))
+    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance, source=source).success
     sim.reset_stats()
 
-    evaluation = run_completeness(defs, instance, day)
+    evaluation = run_completeness(defs, instance, day, source)
     meta = values(evaluation)
     assert evaluation.passed, evaluation.description
     assert evaluation.partition == day
@@ -59,23 +61,24 @@ def test_completeness_passes_on_an_exact_day(sim, zoom_env, bucket, s3, defs, in
     assert meta["zoom_records_listed"] == meta["stored_records_before"] == 650
     assert meta["missing_copies"] == meta["extra_copies"] == meta["awaiting_confirmation_records"] == 0
     assert meta["parts_without_manifest"] == meta["parts_not_matching_manifest"] == []
-    assert meta["api_calls"] == sim.stats()["report_calls"] == 3  # one full listing, nothing written
-    assert len(s3_day(s3, bucket, day)) == 1
+    # One full listing, nothing written (the other source's day is empty: one call).
+    assert meta["api_calls"] == sim.stats()["by_log"][sim_log(source)]["report_calls"] == 3
+    assert len(s3_day(s3, bucket, day, prefix=source.prefix[1])) == 1
 
 
 def gz(lines: list[bytes]) -> bytes:
     return gzip.compress(b"".join(line + b"\n" for line in lines))
 
 
-def tamper(s3, bucket: str, day: str, how: str) -> None:
-    [key] = s3_day(s3, bucket, day)
-    lines = s3_day(s3, bucket, day)[key][:-1]
+def tamper(s3, bucket: str, day: str, how: str, source=OPERATION_LOGS) -> None:
+    [key] = s3_day(s3, bucket, day, prefix=source.prefix[1])
+    lines = s3_day(s3, bucket, day, prefix=source.prefix[1])[key][:-1]
     if how == "extra line in a new part":
         s3.put_object(Bucket=bucket, Key=key.replace("-000001.", "-000002."), Body=gz(lines[:1]))
     elif how == "line removed":
         s3.put_object(Bucket=bucket, Key=key, Body=gz(lines[1:]))
     elif how == "line altered":
-        record = orjson.loads(lines[0]) | {"operator": "mallory@example.com"}
+        record = orjson.loads(lines[0]) | {"operator": "mallory@example.com", "email": "mallory@example.com"}
         s3.put_object(Bucket=bucket, Key=key, Body=gz([orjson.dumps(record), *lines[1:]]))
     elif how == "object deleted":
         s3.delete_object(Bucket=bucket, Key=key)
@@ -85,13 +88,14 @@ def tamper(s3, bucket: str, day: str, how: str) -> None:
     "how, missing, surplus",
     [("extra line in a new part", 0, 1), ("line removed", 1, 0), ("line altered", 1, 1), ("object deleted", 40, 0)],
 )
-def test_completeness_fails_on_a_tampered_day(sim, zoom_env, bucket, s3, defs, instance, how, missing, surplus):
+def test_completeness_fails_on_a_tampered_day(sim, zoom_env, bucket, s3, defs, instance, how, missing, surplus,
+                                              source):
     day = days_ago(4)
-    sim.generate_day(day, 40, seed=6)
-    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance).success
-    tamper(s3, bucket, day, how)
+    sim.generate_day(day, 40, seed=6, log=sim_log(source))
+    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance, source=source).success
+    tamper(s3, bucket, day, how, source)
 
-    evaluation = run_completeness(defs, instance, day)
+    evaluation = run_completeness(defs, instance, day, source)
     meta = values(evaluation)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
@@ -100,31 +104,32 @@ def test_completeness_fails_on_a_tampered_day(sim, zoom_env, bucket, s3, defs, i
     assert f"{surplus} stored copies are more than Zoom lists" in evaluation.description
 
 
-def test_a_part_without_its_manifest_only_warns(sim, zoom_env, bucket, s3, defs, instance):
+def test_a_part_without_its_manifest_only_warns(sim, zoom_env, bucket, s3, defs, instance, source):
     day = days_ago(5)
-    sim.generate_day(day, 30, seed=7)
-    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance).success
-    [manifest] = [m for m in s3.list_objects_v2(Bucket=bucket, Prefix="zoom/operationlogs-manifests/")["Contents"]
+    sim.generate_day(day, 30, seed=7, log=sim_log(source))
+    assert materialize(day, resources(zoom_env, bucket=bucket), instance=instance, source=source).success
+    [manifest] = [m for m in s3.list_objects_v2(Bucket=bucket, Prefix=source.manifest_prefix[1])["Contents"]
                   if m["Key"].endswith(".manifest.json")]
     s3.delete_object(Bucket=bucket, Key=manifest["Key"])
 
-    evaluation = run_completeness(defs, instance, day)
+    evaluation = run_completeness(defs, instance, day, source)
     assert not evaluation.passed
     assert evaluation.severity == dg.AssetCheckSeverity.WARN
-    assert values(evaluation)["parts_without_manifest"] == [f"zoom-operationlogs-{day.replace('-', '')}-000001.json.gz"]
+    part = f"{source.part_prefix}{day.replace('-', '')}-000001.json.gz"
+    assert values(evaluation)["parts_without_manifest"] == [part]
 
 
-def test_late_records_are_missing_until_the_day_is_collected_again(sim, zoom_env, bucket, defs, instance):
-    day = days_ago(2)
-    sim.generate_day(day, 100, seed=8)
+def test_late_records_are_missing_until_the_day_is_collected_again(sim, zoom_env, bucket, defs, instance, source):
+    day, log = days_ago(2), sim_log(source)
+    sim.generate_day(day, 100, seed=8, log=log)
     res = resources(zoom_env, bucket=bucket)
-    assert materialize(day, res, instance=instance).success
-    sim.add_records(day, sim.make_records(day, 3, seed=9))
+    assert materialize(day, res, instance=instance, source=source).success
+    sim.add_records(day, sim.make_records(day, 3, seed=9, log=log), log=log)
 
-    late = run_completeness(defs, instance, day)
+    late = run_completeness(defs, instance, day, source)
     assert not late.passed and values(late)["missing_copies"] == 3
-    assert materialize(day, res, instance=instance).success
-    assert run_completeness(defs, instance, day).passed
+    assert materialize(day, res, instance=instance, source=source).success
+    assert run_completeness(defs, instance, day, source).passed
 
 
 def test_an_open_day_is_not_compared(sim, zoom_env, bucket, defs, instance):
@@ -206,6 +211,8 @@ def test_only_a_complete_pass_counts_as_landed(instance):
 def test_freshness_job_runs_the_check(zoom_env, instance):
     job = build_defs({"ZOOM_FRESHNESS_DEADLINE_HOUR": "0"}).resolve_job_def("zoom_freshness_job")
     evaluations = {e.check_name: e for e in job.execute_in_process(instance=instance).get_asset_check_evaluations()}
+    assert {e.asset_key.path[-1] for e in job.execute_in_process(instance=instance).get_asset_check_evaluations()} == {
+        s.name for s in SOURCES}
     assert set(evaluations) == {"yesterday_landed_by_deadline", "every_day_in_zoom_window_collected"}
     assert not evaluations["yesterday_landed_by_deadline"].passed  # nothing landed; a midnight deadline is past
     assert not evaluations["every_day_in_zoom_window_collected"].passed

@@ -10,20 +10,22 @@ import pytest
 from tests.helpers import REPO
 from zoom_pipeline.constants import ZOOM_API_POOL
 from zoom_pipeline.definitions import build_defs, defs
+from zoom_pipeline.sources import SOURCES
 
 RAW, UDM = dg.AssetKey("zoom_operation_logs"), dg.AssetKey("zoom_operation_logs_udm")
+KEYS = {source: (dg.AssetKey(source.name), dg.AssetKey(source.udm_name)) for source in SOURCES}
+CHECKS = {"yesterday_landed_by_deadline", "day_matches_zoom", "day_matches_fresh_listing",
+          "every_day_in_zoom_window_collected"}
 
 
-def test_definitions_load_with_the_asset_graph():
+def test_definitions_load_with_two_chains_one_per_source():
     graph = defs.resolve_asset_graph()
-    assert graph.get_all_asset_keys() == {RAW, UDM}
-    assert graph.get(UDM).parent_keys == {RAW}
-    assert {key.name for key in graph.asset_check_keys} == {
-        "yesterday_landed_by_deadline",
-        "day_matches_zoom",
-        "day_matches_fresh_listing",
-        "every_day_in_zoom_window_collected",
-    }
+    assert graph.get_all_asset_keys() == {key for pair in KEYS.values() for key in pair}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
+        "zoom_operation_logs", "zoom_operation_logs_udm", "zoom_activity_logs", "zoom_activity_logs_udm"}
+    for raw, udm in KEYS.values():
+        assert graph.get(udm).parent_keys == {raw}  # the UI's lineage: raw ─► UDM, per source
+        assert {key.name for key in graph.asset_check_keys if key.asset_key == raw} == CHECKS
 
 
 def test_jobs_schedules_and_sensor_are_present():
@@ -38,18 +40,21 @@ def test_jobs_schedules_and_sensor_are_present():
     assert all(s.default_status == dg.DefaultScheduleStatus.STOPPED for s in repo.schedule_defs)
 
 
-def test_the_day_job_collects_both_assets_per_day_with_only_the_ride_along_check():
+def test_the_day_job_collects_every_source_per_day_with_only_the_ride_along_checks():
     job = defs.resolve_job_def("zoom_operation_logs_job")
     assert job.partitions_def is not None and job.partitions_def.get_last_partition_key() is not None
-    assert job.asset_layer.executable_asset_keys == {RAW, UDM}
+    assert job.asset_layer.executable_asset_keys == {key for pair in KEYS.values() for key in pair}
     # The fresh listing would add a second Zoom listing to every scheduled run; the ride-along costs none.
-    assert job.asset_layer.asset_graph.asset_check_keys == {dg.AssetCheckKey(RAW, "day_matches_zoom")}
+    assert job.asset_layer.asset_graph.asset_check_keys == {
+        dg.AssetCheckKey(raw, "day_matches_zoom") for raw, _ in KEYS.values()}
 
 
-def test_zoom_calls_share_one_pool():
+@pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.name)
+def test_zoom_calls_share_one_pool(source):
+    raw, _ = KEYS[source]
     graph = defs.resolve_asset_graph()
-    assert graph.assets_def_for_key(RAW).op.pool == ZOOM_API_POOL
-    completeness = dg.AssetCheckKey(RAW, "day_matches_fresh_listing")
+    assert graph.assets_def_for_key(raw).op.pool == ZOOM_API_POOL
+    completeness = dg.AssetCheckKey(raw, "day_matches_fresh_listing")
     assert graph.assets_def_for_key(completeness).op.pool == ZOOM_API_POOL
 
 
@@ -74,12 +79,14 @@ def test_dagster_cli_validates_the_definitions():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_backfill_runs_take_many_days_while_the_day_job_takes_one():
+@pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.name)
+def test_backfill_runs_take_many_days_while_the_day_job_takes_one(source):
+    raw, udm = KEYS[source]
     graph = build_defs({"ZOOM_BACKFILL_DAYS_PER_RUN": "7"}).resolve_asset_graph()
-    assert graph.get(RAW).backfill_policy == dg.BackfillPolicy.multi_run(7)
-    assert defs.resolve_asset_graph().get(RAW).backfill_policy == dg.BackfillPolicy.multi_run(30)  # the default
+    assert graph.get(raw).backfill_policy == dg.BackfillPolicy.multi_run(7)
+    assert defs.resolve_asset_graph().get(raw).backfill_policy == dg.BackfillPolicy.multi_run(30)  # the default
     # Never the raw asset's policy: a run that reports its days one by one has no output for UDM to read.
-    assert graph.get(UDM).backfill_policy == dg.BackfillPolicy.single_run()
+    assert graph.get(udm).backfill_policy == dg.BackfillPolicy.single_run()
     for bad in ("0", "-3", "2.5", "many"):
         with pytest.raises(ValueError, match=r"^ZOOM_BACKFILL_DAYS_PER_RUN must be a positive whole number of days "
                                              rf"a backfill run, got '{bad}'\.$"):

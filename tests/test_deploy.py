@@ -10,8 +10,8 @@ from dagster._core.instance.config import dagster_instance_config
 
 from tests.helpers import REPO, days_ago, materialize, resources
 from zoom_pipeline import storage
-from zoom_pipeline.constants import DEFAULT_MANIFEST_PREFIX, DEFAULT_S3_PREFIX, DEFAULT_UDM_S3_PREFIX
 from zoom_pipeline.definitions import build_defs
+from zoom_pipeline.sources import SOURCES
 
 DEPLOY = REPO / "deploy"
 # The IAM action each S3 API operation needs.
@@ -129,14 +129,16 @@ def test_writer_policy_allows_every_s3_call_the_pipeline_makes_and_no_delete(
     }
 
 
-@pytest.mark.parametrize("prefix", [DEFAULT_UDM_S3_PREFIX, DEFAULT_MANIFEST_PREFIX, "other/"])
-def test_secops_reader_sees_the_feed_prefix_only(prefix):
+@pytest.mark.parametrize("source", SOURCES, ids=lambda s: s.name)
+def test_secops_reader_sees_the_feed_prefixes_only(source):
     statements = policy("secops-feed-reader.json")
-    feed_key = f"{DEFAULT_S3_PREFIX}2026/11/20/zoom-operationlogs-20261120-000001.json.gz"
+    feed = source.prefix[1]
+    feed_key = f"{feed}2026/11/20/{source.part_prefix}20261120-000001.json.gz"
     assert allowed(statements, "s3:GetObject", "b", key=feed_key)
-    assert allowed(statements, "s3:ListBucket", "b", prefix=f"{DEFAULT_S3_PREFIX}2026/11/20/")
-    assert not allowed(statements, "s3:GetObject", "b", key=f"{prefix}2026/11/20/x.json.gz")
-    assert not allowed(statements, "s3:ListBucket", "b", prefix=prefix)
+    assert allowed(statements, "s3:ListBucket", "b", prefix=f"{feed}2026/11/20/")
+    for prefix in (source.udm_prefix[1], source.manifest_prefix[1], "other/"):
+        assert not allowed(statements, "s3:GetObject", "b", key=f"{prefix}2026/11/20/x.json.gz")
+        assert not allowed(statements, "s3:ListBucket", "b", prefix=prefix)
     actions = {
         a for s in s3_statements(statements) for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     }

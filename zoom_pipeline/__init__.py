@@ -1,1 +1,1 @@
-"""zoom_pipeline: Zoom operation logs to S3, exactly once, as Dagster daily partitions."""
+"""zoom_pipeline: Zoom operation logs and sign-in/sign-out activity logs to S3, exactly once, by UTC day."""

@@ -1,7 +1,8 @@
-"""The project's assets: Zoom operation logs per UTC day, and their UDM events.
+"""The project's assets, two per source (sources.py): its raw logs per UTC day, and their UDM events.
 
     zoom_operation_logs      per day: collector.collect(Zoom, stored day) ─► CollectedDay ─► landing.land: next part
-    zoom_operation_logs_udm  IO manager: stored raw days ─► udm.map_line ─► UdmParts ─► IO manager: same-name parts
+    zoom_operation_logs_udm  IO manager: stored raw days ─► source.map_line ─► UdmParts ─► IO manager: same names
+    zoom_activity_logs, zoom_activity_logs_udm   the same for sign-in/sign-out activity logs
 """
 
 import time
@@ -11,13 +12,13 @@ import dagster as dg
 
 from zoom_pipeline.checks import ride_along_result
 from zoom_pipeline.collector import CollectedDay, collect
-from zoom_pipeline.constants import DAY_MATCHES_ZOOM, DEFAULT_BACKFILL_DAYS_PER_RUN, RAW_ASSET_KEY, ZOOM_API_POOL
+from zoom_pipeline.constants import DAY_MATCHES_ZOOM, DEFAULT_BACKFILL_DAYS_PER_RUN, ZOOM_API_POOL
 from zoom_pipeline.day_store import PartWriter, StoredDigests, ZoomStore
 from zoom_pipeline.io_manager import StoredDay, UdmParts
 from zoom_pipeline.landing import land
 from zoom_pipeline.ledger import line_digests
 from zoom_pipeline.partitions import daily_partitions, validate_day
-from zoom_pipeline.udm import map_line
+from zoom_pipeline.sources import ACTIVITY_LOGS, OPERATION_LOGS, SOURCES, Source
 from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 
 # Transient trouble that outlasts the client's own retries (Zoom 5xx storms, S3 outages, a racing
@@ -25,78 +26,117 @@ from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-@dg.multi_asset(
-    name=RAW_ASSET_KEY.path[-1],
-    specs=[
-        dg.AssetSpec(
-            RAW_ASSET_KEY,
-            description=(
-                "Zoom operation logs (the account's admin audit trail) for one UTC day, stored exactly once: raw "
-                "records exactly as Zoom's `GET /report/operationlogs` returns them, one per line in gzipped "
-                "NDJSON under `{S3_PREFIX}YYYY/MM/DD/`. Each run reads what the day holds, pages through Zoom "
-                "and appends only what the day lacks, as one new part; no record is stored more often than one "
-                "page of Zoom's listing shows it."
-            ),
-            kinds={"zoom", "s3"},
-            group_name="zoom",
-            code_version="2",
-            # A run of many days reports each day as it lands rather than through one output at the end.
-            skippable=True,
-        )
-    ],
-    partitions_def=daily_partitions,
-    pool=ZOOM_API_POOL,
-    # definitions.py replaces this with ZOOM_BACKFILL_DAYS_PER_RUN days a run.
-    backfill_policy=dg.BackfillPolicy.multi_run(DEFAULT_BACKFILL_DAYS_PER_RUN),
-    retry_policy=RETRY,
-    check_specs=[
-        dg.AssetCheckSpec(
-            DAY_MATCHES_ZOOM,
-            asset=RAW_ASSET_KEY,
-            description=(
-                "The stored day holds exactly what this run's complete pass listed, copy for copy (by record "
-                "digest), and every part has its manifest. WARN while same-second groups await confirmation."
-            ),
-        )
-    ],
-    # Lets a run of many days record the check day by day; the asset and its check always run together.
-    can_subset=True,
-)
-def zoom_operation_logs(context: dg.AssetExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore):
-    """Collect each day of the run from Zoom, land it, and report it (zoom_pipeline/collector.py, landing.py).
+def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """The raw asset of `source` (with its ride-along check) and its UDM asset."""
+    key = dg.AssetKey(source.name)
 
-    The days are collected one after another with one client. Each is landed as soon as it is collected;
-    a run of many days (a backfill) records each day's materialization and check as it lands, so a
-    failure on one day leaves the days before it landed and shown as materialized, and a re-execution
-    of the backfill from failure reads only the rest. A one-day run reports its day as the step's
-    result, which the UDM step of the same run then maps.
-    """
-    keys, lost = served_days(context.partition_keys)
-    landed = landed_earlier(context) if len(context.partition_keys) > 1 else set()
-    if landed:
-        context.log.info(f"Not read again: {len(landed)} day(s) an earlier attempt of this run landed.")
-    days = zoom_store.days()
-    with zoom_failures():
-        zoom.authenticate()  # bad credentials fail here, before storage is read
-    for day in keys:
-        if day in landed:
-            continue
+    @dg.multi_asset(
+        name=source.name,
+        specs=[
+            dg.AssetSpec(
+                key,
+                description=(
+                    f"Zoom {source.title} ({source.summary}) for one UTC day, stored exactly once: raw records "
+                    f"exactly as Zoom's `GET /{source.path}` returns them, one per line in gzipped NDJSON under "
+                    f"`{{{source.prefix[0]}}}YYYY/MM/DD/`. Each run reads what the day holds, pages through Zoom "
+                    "and appends only what the day lacks, as one new part; no record is stored more often than "
+                    "one page of Zoom's listing shows it."
+                ),
+                kinds={"zoom", "s3"},
+                group_name="zoom",
+                code_version="2",
+                # A run of many days reports each day as it lands rather than through one output at the end.
+                skippable=True,
+            )
+        ],
+        partitions_def=daily_partitions,
+        pool=ZOOM_API_POOL,
+        # definitions.py replaces this with ZOOM_BACKFILL_DAYS_PER_RUN days a run.
+        backfill_policy=dg.BackfillPolicy.multi_run(DEFAULT_BACKFILL_DAYS_PER_RUN),
+        retry_policy=RETRY,
+        check_specs=[
+            dg.AssetCheckSpec(
+                DAY_MATCHES_ZOOM,
+                asset=key,
+                description=(
+                    "The stored day holds exactly what this run's complete pass listed, copy for copy (by record "
+                    "digest), and every part has its manifest. WARN while same-second groups await confirmation."
+                ),
+            )
+        ],
+        # Lets a run of many days record the check day by day; the asset and its check always run together.
+        can_subset=True,
+    )
+    def raw_logs(context: dg.AssetExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore):
+        """Collect each day of the run from Zoom, land it, and report it (collector.py, landing.py).
+
+        The days are collected one after another with one client. Each is landed as soon as it is
+        collected; a run of many days (a backfill) records each day's materialization and check as it
+        lands, so a failure on one day leaves the days before it landed and shown as materialized, and a
+        re-execution of the backfill from failure reads only the rest. A one-day run reports its day as
+        the step's result, which the UDM step of the same run then maps.
+        """
+        keys, lost = served_days(context.partition_keys)
+        landed = landed_earlier(context, key) if len(context.partition_keys) > 1 else set()
+        if landed:
+            context.log.info(f"Not read again: {len(landed)} day(s) an earlier attempt of this run landed.")
+        days = zoom_store.days(source)
         with zoom_failures():
-            found = collect(zoom, days, day, log=context.log.info)
-        stored = land(days, found, run_id=context.run_id, warn=context.log.warning)
-        metadata = pass_metadata(found) | stored | {"objects_written": dg.MetadataValue.json(stored["objects_written"])}
-        verdict = ride_along_result(days, found)
-        if len(keys) == 1:
-            yield dg.MaterializeResult(asset_key=RAW_ASSET_KEY, metadata=metadata, check_results=[verdict])
-        else:
-            yield dg.AssetMaterialization(asset_key=RAW_ASSET_KEY, partition=day, metadata=metadata)
-            yield evaluation_of(verdict, day)
-    if lost:
-        raise dg.Failure(
-            f"Collected {len(keys)} of the run's {len(context.partition_keys)} days; Zoom no longer serves "
-            f"{', '.join(lost)} (outside its retention window, or not a day), so they cannot be collected.",
-            allow_retries=False,
-        )
+            zoom.authenticate()  # bad credentials fail here, before storage is read
+        for day in keys:
+            if day in landed:
+                continue
+            with zoom_failures():
+                found = collect(zoom, days, day, log=context.log.info)
+            stored = land(days, found, run_id=context.run_id, warn=context.log.warning)
+            metadata = pass_metadata(found) | stored | {
+                "objects_written": dg.MetadataValue.json(stored["objects_written"])
+            }
+            verdict = ride_along_result(days, found)
+            if len(keys) == 1:
+                yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=[verdict])
+            else:
+                yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
+                yield evaluation_of(key, verdict, day)
+        if lost:
+            raise dg.Failure(
+                f"Collected {len(keys)} of the run's {len(context.partition_keys)} days; Zoom no longer serves "
+                f"{', '.join(lost)} (outside its retention window, or not a day), so they cannot be collected.",
+                allow_retries=False,
+            )
+
+    @dg.asset(
+        name=source.udm_name,
+        description=(
+            f"{source.udm_description} Gzipped NDJSON of bare UDM events (Chronicle API JSON) under "
+            f"`{{{source.udm_prefix[0]}}}YYYY/MM/DD/`, one part per raw part with the same name, so re-runs add "
+            "nothing and lineage stays one-to-one."
+        ),
+        partitions_def=daily_partitions,
+        io_manager_key="zoom_logs_io_manager",
+        ins={"raw": dg.AssetIn(key=key, input_manager_key="zoom_logs_io_manager")},
+        # Unlike the raw asset's, so a backfill maps the days in their own runs as the raw days land.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=RETRY,
+        kinds={"s3"},
+        group_name="zoom",
+        code_version="2",
+    )
+    def udm_events(raw: list[StoredDay]) -> dg.Output:
+        """Map each stored raw day's new parts to UDM parts (udm.py / udm_activity.py)."""
+        # Normalizing needs no Zoom call, so stored days older than Zoom's window can still be mapped.
+        out: list[UdmParts] = []
+        try:
+            for day in raw:
+                out.append(map_day(day))
+        except BaseException:
+            for mapped in out:
+                for _, part in mapped.parts:
+                    part.discard()
+            raise
+        return dg.Output(out)
+
+    return raw_logs, udm_events
 
 
 def served_days(keys: list[str]) -> tuple[list[str], list[str]]:
@@ -114,7 +154,7 @@ def served_days(keys: list[str]) -> tuple[list[str], list[str]]:
     return served, lost
 
 
-def landed_earlier(context: dg.AssetExecutionContext) -> set[str]:
+def landed_earlier(context: dg.AssetExecutionContext, key: dg.AssetKey) -> set[str]:
     """Days this run, or the run it re-executes, already landed: a step retry or a re-execution from
     failure of a many-day run goes on from the day that failed instead of reading every day again."""
     days, run = set(), context.run
@@ -124,7 +164,7 @@ def landed_earlier(context: dg.AssetExecutionContext) -> set[str]:
         ).records
         for record in records:
             materialization = record.event_log_entry.asset_materialization
-            if materialization and materialization.asset_key == RAW_ASSET_KEY and materialization.partition:
+            if materialization and materialization.asset_key == key and materialization.partition:
                 days.add(materialization.partition)
         # Only a re-execution *from failure* continues its parent; a full re-execution reads every day.
         if run.tags.get("dagster/is_resume_retry") != "true" or not run.parent_run_id:
@@ -134,10 +174,10 @@ def landed_earlier(context: dg.AssetExecutionContext) -> set[str]:
     return days
 
 
-def evaluation_of(result: dg.AssetCheckResult, day: str) -> dg.AssetCheckEvaluation:
+def evaluation_of(key: dg.AssetKey, result: dg.AssetCheckResult, day: str) -> dg.AssetCheckEvaluation:
     """The check's result recorded against `day` (a run of many days has no one partition to infer)."""
     return dg.AssetCheckEvaluation(
-        asset_key=RAW_ASSET_KEY,
+        asset_key=key,
         check_name=result.check_name,
         passed=result.passed,
         metadata=result.metadata,
@@ -179,36 +219,6 @@ def pass_metadata(found: CollectedDay) -> dict:
     }
 
 
-@dg.asset(
-    partitions_def=daily_partitions,
-    io_manager_key="zoom_logs_io_manager",
-    ins={"raw": dg.AssetIn(key=RAW_ASSET_KEY, input_manager_key="zoom_logs_io_manager")},
-    # Unlike the raw asset's, so a backfill maps the days in their own runs as the raw days land.
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    retry_policy=RETRY,
-    kinds={"s3"},
-    group_name="zoom",
-    code_version="2",
-)
-def zoom_operation_logs_udm(context: dg.AssetExecutionContext, raw: list[StoredDay]) -> dg.Output:
-    """Each raw operation log normalized to a Google SecOps UDM event (one event per record).
-
-    Gzipped NDJSON of bare UDM events (Chronicle API JSON) under `{UDM_S3_PREFIX}YYYY/MM/DD/`, one part
-    per raw part with the same name, so re-runs add nothing and lineage stays one-to-one.
-    """
-    # Normalizing needs no Zoom call, so stored days older than Zoom's window can still be mapped.
-    out: list[UdmParts] = []
-    try:
-        for day in raw:
-            out.append(map_day(day))
-    except BaseException:
-        for mapped in out:
-            for _, part in mapped.parts:
-                part.discard()
-        raise
-    return dg.Output(out)
-
-
 def map_day(raw: StoredDay) -> UdmParts:
     """UDM parts for the raw parts of `raw` that have none yet."""
     day_start = datetime.combine(date.fromisoformat(raw.day), datetime.min.time(), UTC)
@@ -235,9 +245,9 @@ def map_day(raw: StoredDay) -> UdmParts:
                 for line in raw.lines(name):
                     batch.append(line)
                     if len(batch) == 1000:
-                        _map_batch(batch, twins, occurrences, day_start, writer, out)
+                        _map_batch(raw.days.source.map_line, batch, twins, occurrences, day_start, writer, out)
                         batch = []
-                _map_batch(batch, twins, occurrences, day_start, writer, out)
+                _map_batch(raw.days.source.map_line, batch, twins, occurrences, day_start, writer, out)
                 part = writer.finish()
             except BaseException:
                 writer.abort()
@@ -251,7 +261,7 @@ def map_day(raw: StoredDay) -> UdmParts:
     return out
 
 
-def _map_batch(batch, twins, occurrences, day_start, writer: PartWriter, out: UdmParts) -> None:
+def _map_batch(map_line, batch, twins, occurrences, day_start, writer: PartWriter, out: UdmParts) -> None:
     events = []
     for line, d in zip(batch, line_digests(batch), strict=True):
         occ = 0
@@ -271,3 +281,8 @@ def _repeated(stored: StoredDigests) -> set[int]:
     """Digests that occur more than once in the day (usually none), from its sorted multiset."""
     ordered = stored.multiset.digests
     return {a for a, b in zip(ordered, ordered[1:], strict=False) if a == b}
+
+
+SOURCE_ASSETS = {source: build_source_assets(source) for source in SOURCES}
+zoom_operation_logs, zoom_operation_logs_udm = SOURCE_ASSETS[OPERATION_LOGS]
+zoom_activity_logs, zoom_activity_logs_udm = SOURCE_ASSETS[ACTIVITY_LOGS]

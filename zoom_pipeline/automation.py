@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
-from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR, zoom_fresh_listing_check
-from zoom_pipeline.constants import RAW_ASSET_KEY, WINDOW_COLLECTED, YESTERDAY_LANDED
+from zoom_pipeline.assets import SOURCE_ASSETS
+from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR
+from zoom_pipeline.constants import DAY_MATCHES_FRESH_LISTING, WINDOW_COLLECTED, YESTERDAY_LANDED
 from zoom_pipeline.partitions import daily_partitions
+from zoom_pipeline.sources import SOURCES
 
 DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
 TODAY_BUCKET_SECONDS = 15 * 60
@@ -32,15 +33,23 @@ UNFINISHED_RUN_STATUSES = [
 # warning that they differ is noise here.
 warnings.filterwarnings("ignore", message=r"Asset job \S+ materializes assets with varying BackfillPolicies")
 
-# Partitioning is inferred from the two assets (both daily); each run is one day. The ride-along check
-# comes with the raw asset; the fresh listing (a second full pass) and the freshness check do not.
+RAW_KEYS = [dg.AssetKey(source.name) for source in SOURCES]
+
+
+def _checks_named(*names: str) -> dg.AssetSelection:
+    return dg.AssetSelection.checks(*(dg.AssetCheckKey(key, name) for key in RAW_KEYS for name in names))
+
+
+# One run a day collects every source, one step after another (the in-process executor), so a run holds
+# one `zoom_api` slot at a time and the account-wide pace covers both; a source that fails (a missing
+# scope) fails only its own steps. Partitioning is inferred from the assets (all daily). The ride-along
+# checks come with the raw assets; the fresh listings (a second full pass) and freshness checks do not.
 zoom_operation_logs_job = dg.define_asset_job(
     "zoom_operation_logs_job",
-    selection=dg.AssetSelection.assets(zoom_operation_logs, zoom_operation_logs_udm)
-    - dg.AssetSelection.checks(zoom_fresh_listing_check)
-    - dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED))
-    - dg.AssetSelection.checks(dg.AssetCheckKey(RAW_ASSET_KEY, WINDOW_COLLECTED)),
-    description="Collect one UTC day of Zoom operation logs and normalize them to UDM.",
+    selection=dg.AssetSelection.assets(*(asset for pair in SOURCE_ASSETS.values() for asset in pair))
+    - _checks_named(DAY_MATCHES_FRESH_LISTING, YESTERDAY_LANDED, WINDOW_COLLECTED),
+    description="Collect one UTC day of every Zoom source (operation logs, sign-in/sign-out activity logs) "
+                "and normalize it to UDM.",
 )
 
 
@@ -63,7 +72,7 @@ def build_zoom_daily_schedule(cron_schedule: str = DEFAULT_DAILY_SCHEDULE_CRON) 
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
             "Collects yesterday (UTC) in full once it has ended, and re-reads the day before it, where Zoom's "
-            "late operation logs still show up. Each run adds only what its day lacks."
+            "late logs still show up. Each run adds only what its day lacks, for every source."
         ),
     )
     def zoom_daily_schedule(context: dg.ScheduleEvaluationContext):
@@ -94,7 +103,7 @@ def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list
     return [
         run
         for run in runs.values()
-        if run.job_name == zoom_operation_logs_job.name or zoom_operation_logs.key in (run.asset_selection or ())
+        if run.job_name == zoom_operation_logs_job.name or set(RAW_KEYS) & set(run.asset_selection or ())
     ]
 
 
@@ -148,34 +157,40 @@ CONFIRM_RUN_TAGS = {"dagster/priority": "-1"}  # behind backfills and the daily 
     ),
 )
 def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
-    state = json.loads(context.cursor) if context.cursor else {"after": 0, "awaiting": {}}
-    awaiting: dict[str, int] = state["awaiting"]
-    records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=RAW_ASSET_KEY, after_storage_id=state["after"] or None),
-        limit=1000,
-        ascending=True,
-    ).records
-    for record in records:
-        state["after"] = record.storage_id
-        meta = record.asset_materialization.metadata if record.asset_materialization else {}
-        day = record.partition_key
-        if day is None or getattr(meta.get("pass"), "value", None) != "complete":
-            continue
-        passes = getattr(meta.get("complete_passes"), "value", 0) or 0
-        if getattr(meta.get("day_exact"), "value", True) or passes >= CONFIRM_MAX_PASSES:
-            awaiting.pop(day, None)
-        else:
-            awaiting[day] = record.storage_id
+    # Cursor: the last materialization read per source, and the awaiting days as "source/day".
+    state = json.loads(context.cursor) if context.cursor else {}
+    after: dict[str, int] = state.get("after_by_source", {})
+    awaiting: dict[str, int] = state.get("awaiting_by_source", {})
+    for key in RAW_KEYS:
+        name = key.path[-1]
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after.get(name)),
+            limit=1000,
+            ascending=True,
+        ).records
+        for record in records:
+            after[name] = record.storage_id
+            meta = record.asset_materialization.metadata if record.asset_materialization else {}
+            if record.partition_key is None or getattr(meta.get("pass"), "value", None) != "complete":
+                continue
+            passes = getattr(meta.get("complete_passes"), "value", 0) or 0
+            waiting = f"{name}/{record.partition_key}"
+            if getattr(meta.get("day_exact"), "value", True) or passes >= CONFIRM_MAX_PASSES:
+                awaiting.pop(waiting, None)
+            else:
+                awaiting[waiting] = record.storage_id
     first = daily_partitions.start.date().isoformat()
     requests = []
-    for day, storage_id in sorted(awaiting.items()):
+    for waiting, storage_id in sorted(awaiting.items(), key=lambda item: item[0].split("/")[1]):
+        name, day = waiting.split("/")
         if day < first:
-            awaiting.pop(day)  # no longer a partition
+            awaiting.pop(waiting)  # no longer a partition
         elif len(requests) < CONFIRM_RUNS_PER_TICK and not unfinished_runs_of(context.instance, day):
-            # The run key names the pass that left the day open: one request per unproven pass.
-            requests.append(dg.RunRequest(run_key=f"{day}@confirm-{storage_id}", partition_key=day,
-                                          tags=CONFIRM_RUN_TAGS))
-    context.update_cursor(json.dumps(state))
+            # The run key names the pass that left the day open: one request per unproven pass, of that
+            # source only.
+            requests.append(dg.RunRequest(run_key=f"{waiting}@confirm-{storage_id}", partition_key=day,
+                                          asset_selection=[dg.AssetKey(name)], tags=CONFIRM_RUN_TAGS))
+    context.update_cursor(json.dumps({"after_by_source": after, "awaiting_by_source": awaiting}))
     if not requests:
         return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass).")
     return requests
@@ -183,11 +198,9 @@ def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
 
 zoom_freshness_job = dg.define_asset_job(
     "zoom_freshness_job",
-    selection=dg.AssetSelection.checks(
-        dg.AssetCheckKey(RAW_ASSET_KEY, YESTERDAY_LANDED), dg.AssetCheckKey(RAW_ASSET_KEY, WINDOW_COLLECTED)
-    ),
+    selection=_checks_named(YESTERDAY_LANDED, WINDOW_COLLECTED),
     description=(
-        "Evaluate whether yesterday's Zoom operation logs landed by the deadline, and whether any day inside "
+        "Evaluate whether yesterday's Zoom logs (every source) landed by the deadline, and whether any day inside "
         "Zoom's window is still uncollected."
     ),
 )
@@ -202,12 +215,12 @@ def build_zoom_freshness_schedule(deadline_hour: int = DEFAULT_FRESHNESS_DEADLIN
         cron_schedule=f"5 {deadline_hour}-23 * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=f"Hourly from {deadline_hour:02d}:05 UTC: did yesterday's operation logs land on time?",
+        description=f"Hourly from {deadline_hour:02d}:05 UTC: did yesterday's Zoom logs land on time?",
     )
 
 
 zoom_completeness_job = dg.define_asset_job(
     "zoom_completeness_job",
-    selection=dg.AssetSelection.checks(zoom_fresh_listing_check),
+    selection=_checks_named(DAY_MATCHES_FRESH_LISTING),
     description="List one finished day from Zoom again and compare it, copy for copy, with what storage holds.",
 )

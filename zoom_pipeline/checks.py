@@ -1,4 +1,4 @@
-"""Checks on zoom_operation_logs: does a stored day match Zoom, record by record, and did yesterday land.
+"""Checks on each source's raw asset: does a stored day match Zoom, record by record, and did yesterday land.
 
 - `day_matches_zoom` rides along every materialization (the raw asset yields it once its part is
   stored): what this run listed against what storage holds now, digest by digest, at no extra call.
@@ -24,13 +24,13 @@ from zoom_pipeline.collector import CollectedDay, collect, is_complete
 from zoom_pipeline.constants import (
     DAY_MATCHES_FRESH_LISTING,
     DAY_MATCHES_ZOOM,
-    RAW_ASSET_KEY,
     WINDOW_COLLECTED,
     YESTERDAY_LANDED,
     ZOOM_API_POOL,
 )
 from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
 from zoom_pipeline.partitions import daily_partitions, oldest_served_day, validate_day
+from zoom_pipeline.sources import OPERATION_LOGS, Source
 from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 
 DEFAULT_FRESHNESS_DEADLINE_HOUR = 3
@@ -209,40 +209,11 @@ def fresh_listing_result(zoom: ZoomClient, days: DayStore, day: str, *, log) -> 
                         api_calls=found.stats.api_calls, prefix=days.uri(found.parts_before.folder))
 
 
-# Partitioned like the asset (a preview feature in Dagster 1.13), so a run tagged with its day records
-# the result against that day. It reads storage itself rather than taking the asset as an input, which
-# would load every partition, and it calls Zoom, so it takes a slot of the `zoom_api` pool.
-@dg.asset_check(
-    asset=RAW_ASSET_KEY,
-    name=DAY_MATCHES_FRESH_LISTING,
-    partitions_def=daily_partitions,
-    pool=ZOOM_API_POOL,
-)
-def zoom_fresh_listing_check(
-    context: dg.AssetCheckExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore
-) -> dg.AssetCheckResult:
-    """A finished day still matches Zoom: lists the day again (nothing is written) and compares every
-    stored record with it, copy for copy, plus each part against its manifest.
-
-    The day is the run's tag dagster/partition=YYYY-MM-DD (zoom_completeness_job); untagged, the day
-    before yesterday (the latest day the daily schedule has settled).
-    """
-    day = validate_day(checked_day(context.run.tags, datetime.now(UTC))).isoformat()
-    if RAW_ASSET_KEY in (context.run.asset_selection or ()):
-        # Materializing the day from the asset page runs every check of the asset: its ride-along
-        # day_matches_zoom has just compared that pass, so a second full listing would only double the calls.
-        return dg.AssetCheckResult(
-            passed=True, metadata={"day": day, "compared": False},
-            description=(f"Not listed again: this run materialized {day}, and {DAY_MATCHES_ZOOM} compared its "
-                         "pass with storage. Launch zoom_completeness_job to list the day afresh."),
-        )
-    return fresh_listing_result(zoom, zoom_store.days(), day, log=context.log.info)
-
-
 # ---- freshness: yesterday landed by the deadline ------------------------------------------------
 
 
-def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_hour: int) -> dg.AssetCheckResult:
+def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_hour: int,
+                        source: Source = OPERATION_LOGS) -> dg.AssetCheckResult:
     """Whether yesterday (relative to `now`, UTC) has a complete pass; overdue only after the deadline.
 
     The 15-minute sensor materializes a day while it is still open, so a materialization alone proves
@@ -254,7 +225,7 @@ def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_ho
     deadline = day_end + timedelta(hours=deadline_hour)
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
-            asset_key=RAW_ASSET_KEY, asset_partitions=[yesterday], after_timestamp=day_end.timestamp()
+            asset_key=dg.AssetKey(source.name), asset_partitions=[yesterday], after_timestamp=day_end.timestamp()
         ),
         limit=100,
         ascending=True,
@@ -302,30 +273,10 @@ def freshness_deadline_hour(value: str | None) -> int:
     return int(value)
 
 
-def build_yesterday_landed_check(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR) -> dg.AssetChecksDefinition:
-    """The freshness check with its deadline; definitions.py passes ZOOM_FRESHNESS_DEADLINE_HOUR."""
-
-    # Dagster's build_time_partition_freshness_checks looks at the last partition, which is today with
-    # end_offset=1; the day that should have landed is yesterday.
-    @dg.asset_check(
-        asset=RAW_ASSET_KEY,
-        name=YESTERDAY_LANDED,
-        description=(
-            f"Yesterday's (UTC) operation logs were collected by a complete pass before {deadline_hour:02d}:00 UTC. "
-            "Passes with a note before the deadline; fails after it until the day lands."
-        ),
-        metadata={"deadline_hour_utc": deadline_hour},
-    )
-    def zoom_yesterday_landed_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour)
-
-    return zoom_yesterday_landed_check
-
-
 # ---- gaps: every day Zoom still serves was collected ------------------------------------------------
 
 
-def window_gaps(instance: dg.DagsterInstance, today) -> tuple[list[str], list[str]]:
+def window_gaps(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS) -> tuple[list[str], list[str]]:
     """(ended days inside Zoom's window with no complete pass, those of them leaving it within 14 days)."""
     oldest = oldest_served_day(today)
     days = [(oldest + timedelta(days=n)).isoformat() for n in range((today - oldest).days)]
@@ -335,7 +286,8 @@ def window_gaps(instance: dg.DagsterInstance, today) -> tuple[list[str], list[st
     cursor = None
     while True:  # every materialization of those days (refreshes of a day while it was today included)
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=RAW_ASSET_KEY, asset_partitions=days), limit=5000, cursor=cursor
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(source.name), asset_partitions=days), limit=5000,
+            cursor=cursor,
         )
         collected.update(r.partition_key for r in result.records if pass_of(r) in (COMPLETE_PASS, None))
         if not result.has_more:
@@ -346,8 +298,8 @@ def window_gaps(instance: dg.DagsterInstance, today) -> tuple[list[str], list[st
     return gaps, [d for d in gaps if d < soon]
 
 
-def window_result(instance: dg.DagsterInstance, today) -> dg.AssetCheckResult:
-    gaps, urgent = window_gaps(instance, today)
+def window_result(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS) -> dg.AssetCheckResult:
+    gaps, urgent = window_gaps(instance, today, source)
     metadata = {
         "oldest_day_zoom_serves": oldest_served_day(today).isoformat(),
         "days_without_complete_pass": dg.MetadataValue.json(gaps),
@@ -372,13 +324,67 @@ def window_result(instance: dg.DagsterInstance, today) -> dg.AssetCheckResult:
                                description="Every ended day inside Zoom's window had a complete pass.")
 
 
-@dg.asset_check(
-    asset=RAW_ASSET_KEY,
-    name=WINDOW_COLLECTED,
-    description=(
-        "Every ended day inside Zoom's ~six-month window had a complete pass. Fails naming the days that leave "
-        f"the window within {LOSE_IT_WITHIN_DAYS} days without one; warns for other gaps. No Zoom call."
-    ),
-)
-def zoom_window_collected_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    return window_result(context.instance, datetime.now(UTC).date())
+# ---- the checks of one source ------------------------------------------------------------------
+
+
+def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR
+                        ) -> list[dg.AssetChecksDefinition]:
+    """The fresh listing, freshness and gap checks of `source`'s raw asset (its ride-along check is the
+    asset's own); definitions.py passes ZOOM_FRESHNESS_DEADLINE_HOUR."""
+    key = dg.AssetKey(source.name)
+
+    # Partitioned like the asset (a preview feature in Dagster 1.13), so a run tagged with its day records
+    # the result against that day. It reads storage itself rather than taking the asset as an input, which
+    # would load every partition, and it calls Zoom, so it takes a slot of the `zoom_api` pool.
+    @dg.asset_check(
+        asset=key,
+        name=DAY_MATCHES_FRESH_LISTING,
+        partitions_def=daily_partitions,
+        pool=ZOOM_API_POOL,
+        description=(
+            f"A finished day still matches Zoom's {source.title}: lists the day again (nothing is written) and "
+            "compares every stored record with it, copy for copy, plus each part against its manifest. The day "
+            "is the run's tag dagster/partition=YYYY-MM-DD (zoom_completeness_job); untagged, the day before "
+            "yesterday (the latest day the daily schedule has settled)."
+        ),
+    )
+    def fresh_listing_check(
+        context: dg.AssetCheckExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore
+    ) -> dg.AssetCheckResult:
+        day = validate_day(checked_day(context.run.tags, datetime.now(UTC))).isoformat()
+        if key in (context.run.asset_selection or ()):
+            # Materializing the day from the asset page runs every check of the asset: its ride-along
+            # day_matches_zoom has just compared that pass, so a second full listing would only double the calls.
+            return dg.AssetCheckResult(
+                passed=True, metadata={"day": day, "compared": False},
+                description=(f"Not listed again: this run materialized {day}, and {DAY_MATCHES_ZOOM} compared its "
+                             "pass with storage. Launch zoom_completeness_job to list the day afresh."),
+            )
+        return fresh_listing_result(zoom, zoom_store.days(source), day, log=context.log.info)
+
+    # Dagster's build_time_partition_freshness_checks looks at the last partition, which is today with
+    # end_offset=1; the day that should have landed is yesterday.
+    @dg.asset_check(
+        asset=key,
+        name=YESTERDAY_LANDED,
+        description=(
+            f"Yesterday's (UTC) {source.title} were collected by a complete pass before {deadline_hour:02d}:00 "
+            "UTC. Passes with a note before the deadline; fails after it until the day lands."
+        ),
+        metadata={"deadline_hour_utc": deadline_hour},
+    )
+    def yesterday_landed_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour, source)
+
+    @dg.asset_check(
+        asset=key,
+        name=WINDOW_COLLECTED,
+        description=(
+            "Every ended day inside Zoom's ~six-month window had a complete pass. Fails naming the days that "
+            f"leave the window within {LOSE_IT_WITHIN_DAYS} days without one; warns for other gaps. No Zoom call."
+        ),
+    )
+    def window_collected_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        return window_result(context.instance, datetime.now(UTC).date(), source)
+
+    return [fresh_listing_check, yesterday_landed_check, window_collected_check]

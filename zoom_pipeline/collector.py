@@ -6,7 +6,7 @@
 
 The result is a `CollectedDay`: the finished temp part (or none), the pass's counts, and, for a
 complete pass, the day's new `DayState`. Nothing here is Dagster: the asset calls `collect` and
-hands the result to the IO manager, which stores it.
+hands the result to landing.land, which stores it.
 """
 
 import time
@@ -36,7 +36,7 @@ class Unshown:
 
 @dataclass
 class CollectedDay:
-    """What one pass over a day found: what the asset returns and the IO manager stores."""
+    """What one pass over a day found: what the asset lands (landing.land) and reports."""
 
     day: str
     complete: bool  # the pass began after the day ended, and read it to the end
@@ -98,7 +98,7 @@ def collect(
     if page_size != zoom.page_size:
         log(f"{day}: {len(previous.awaiting)} same-second group(s) await confirmation; reading the day with "
             f"page size {page_size} so that they land whole on one page.")
-    day_pass = zoom.day_pass(day, page_size=page_size, now=now)
+    day_pass = zoom.day_pass(day, source=days.source, page_size=page_size, now=now)
     ledger = PassLedger(stored.multiset)
     writer = PartWriter() if write else None
     found = CollectedDay(day, complete, None, parts, len(stored.multiset), stored.lines_per_part, day_pass.stats,

@@ -2,11 +2,7 @@
 
 import dagster as dg
 
-# The variable names of Google's Lambda for this feed, kept so its users can switch without renaming.
-DEFAULT_S3_PREFIX = "zoom/operationlogs/"
-DEFAULT_UDM_S3_PREFIX = "zoom/operationlogs-udm/"
-# Manifests sit beside, never inside, the prefix the SIEM feed ingests.
-DEFAULT_MANIFEST_PREFIX = "zoom/operationlogs-manifests/"
+# Each source's prefixes and part names are in sources.py.
 DEFAULT_PAGE_SIZE = 300
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_API_BASE_URL = "https://api.zoom.us/v2"
@@ -17,8 +13,6 @@ DEFAULT_LOCAL_STORE_DIR = ".zoom_store"
 # oldest day it still serves is taken as UTC today minus this many days.
 RETENTION_DAYS = 179
 
-# Every object the pipeline writes under a day's prefix is named like this.
-RAW_PART_PREFIX = "zoom-operationlogs-"
 PART_SUFFIX = ".json.gz"
 
 # Dagster names used by assets, checks, automation, instance config and tests.

@@ -1,10 +1,10 @@
-"""The layout of stored days (a tested contract), shared by the assets (read), the IO manager (write)
-and the checks.
+"""The layout of stored days (a tested contract), shared by the assets, the landing, the IO manager and
+the checks. Each source (sources.py) has its own three prefixes and part names:
 
-    {prefix}YYYY/MM/DD/zoom-operationlogs-YYYYMMDD-000001.json.gz           raw records, one per line
-    {udm_prefix}YYYY/MM/DD/<same name as the raw part>                       one UDM event per raw line
-    {manifest_prefix}YYYY/MM/DD/<raw part name>.manifest.json              counts, times, sha256, run id
-    {manifest_prefix}YYYY/MM/DD/zoom-operationlogs-YYYYMMDD-pass-000001.json  what a complete pass proved
+    {prefix}YYYY/MM/DD/{part_prefix}YYYYMMDD-000001.json.gz            raw records, one per line
+    {udm_prefix}YYYY/MM/DD/<same name as the raw part>                  one UDM event per raw line
+    {manifest_prefix}YYYY/MM/DD/<raw part name>.manifest.json         counts, times, sha256, run id
+    {manifest_prefix}YYYY/MM/DD/{part_prefix}YYYYMMDD-pass-000001.json  what a complete pass proved
 
 Parts are numbered in write order and created with a conditional write, never overwritten or
 deleted, so a SIEM feed never sees a changed object. A part is built as a gzip temp file first
@@ -26,15 +26,9 @@ import orjson
 from dagster_aws.s3 import S3Resource
 
 from zoom_pipeline.confirmation import DayState
-from zoom_pipeline.constants import (
-    DEFAULT_LOCAL_STORE_DIR,
-    DEFAULT_MANIFEST_PREFIX,
-    DEFAULT_S3_PREFIX,
-    DEFAULT_UDM_S3_PREFIX,
-    PART_SUFFIX,
-    RAW_PART_PREFIX,
-)
+from zoom_pipeline.constants import DEFAULT_LOCAL_STORE_DIR, PART_SUFFIX
 from zoom_pipeline.ledger import StoredMultiset, line_digests, line_time
+from zoom_pipeline.sources import OPERATION_LOGS, SOURCES, Source
 from zoom_pipeline.storage import KeyTaken, LocalStore, ObjectStore, S3Store, file_sha256
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -208,11 +202,10 @@ class StoredDigests:
 class DayStore:
     """One source's days in an object store: part names, reading, digesting, conditional puts, manifests."""
 
-    def __init__(self, store: ObjectStore, *, prefix: str, udm_prefix: str, manifest_prefix: str,
-                 part_prefix: str = RAW_PART_PREFIX):
-        self.store = store
+    def __init__(self, store: ObjectStore, source: Source, *, prefix: str, udm_prefix: str, manifest_prefix: str):
+        self.store, self.source = store, source
         self.prefix, self.udm_prefix, self.manifest_prefix = prefix, udm_prefix, manifest_prefix
-        self.part_prefix = part_prefix
+        self.part_prefix = part_prefix = source.part_prefix
         self._part_re = re.compile(re.escape(part_prefix) + r"(\d{8})-(\d{6})" + re.escape(PART_SUFFIX) + "$")
         self._pass_re = re.compile(re.escape(part_prefix) + r"(\d{8})-pass-(\d{6})\.json$")
 
@@ -377,16 +370,23 @@ class ZoomStore(dg.ConfigurableResource):
 
     s3: dg.ResourceDependency[S3Resource]
     s3_bucket: str = ""
-    s3_prefix: str = DEFAULT_S3_PREFIX
-    udm_s3_prefix: str = DEFAULT_UDM_S3_PREFIX
-    manifest_prefix: str = DEFAULT_MANIFEST_PREFIX
+    # Prefixes by setting name (S3_PREFIX, ACTIVITY_S3_PREFIX, ...: see sources.py); unset ones default.
+    prefixes: dict[str, str] = {}
     local_dir: str = DEFAULT_LOCAL_STORE_DIR
     sse_kms_key_id: str = ""
 
-    def days(self) -> DayStore:
+    def days(self, source: Source = OPERATION_LOGS) -> DayStore:
         if self.s3_bucket:
             store = S3Store(self.s3.get_client(), self.s3_bucket, sse_kms_key_id=self.sse_kms_key_id or None)
         else:
             store = LocalStore(self.local_dir)
-        return DayStore(store, prefix=self.s3_prefix, udm_prefix=self.udm_s3_prefix,
-                        manifest_prefix=self.manifest_prefix, part_prefix=RAW_PART_PREFIX)
+        prefix, udm_prefix, manifest_prefix = (
+            self.prefixes.get(setting) or default
+            for setting, default in (source.prefix, source.udm_prefix, source.manifest_prefix)
+        )
+        return DayStore(store, source, prefix=prefix, udm_prefix=udm_prefix, manifest_prefix=manifest_prefix)
+
+    def all_prefixes(self) -> list[str]:
+        """Every prefix of every source, as configured."""
+        return [self.prefixes.get(setting) or default for source in SOURCES
+                for setting, default in (source.prefix, source.udm_prefix, source.manifest_prefix)]

@@ -11,7 +11,7 @@ from zoom_pipeline.account import (
     DEFAULT_MAX_REQUESTS_PER_SECOND,
     check_store_setting,
 )
-from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+from zoom_pipeline.assets import SOURCE_ASSETS
 from zoom_pipeline.automation import (
     DEFAULT_DAILY_SCHEDULE_CRON,
     build_zoom_daily_schedule,
@@ -22,25 +22,18 @@ from zoom_pipeline.automation import (
     zoom_operation_logs_job,
     zoom_today_sensor,
 )
-from zoom_pipeline.checks import (
-    build_yesterday_landed_check,
-    freshness_deadline_hour,
-    zoom_fresh_listing_check,
-    zoom_window_collected_check,
-)
+from zoom_pipeline.checks import build_source_checks, freshness_deadline_hour
 from zoom_pipeline.constants import (
     DEFAULT_API_BASE_URL,
     DEFAULT_BACKFILL_DAYS_PER_RUN,
     DEFAULT_LOCAL_STORE_DIR,
-    DEFAULT_MANIFEST_PREFIX,
     DEFAULT_OAUTH_TOKEN_URL,
     DEFAULT_PAGE_SIZE,
-    DEFAULT_S3_PREFIX,
     DEFAULT_TIMEOUT_SECONDS,
-    DEFAULT_UDM_S3_PREFIX,
 )
 from zoom_pipeline.day_store import ZoomStore
 from zoom_pipeline.io_manager import ZoomLogsIOManager
+from zoom_pipeline.sources import SOURCES
 from zoom_pipeline.zoom_client import ZoomClient
 
 
@@ -79,9 +72,14 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict:
         # (AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3, AWS_PROFILE, instance roles ...).
         s3=S3Resource(),
         s3_bucket=_setting(env, "S3_BUCKET", ""),
-        s3_prefix=_setting(env, "S3_PREFIX", DEFAULT_S3_PREFIX),
-        udm_s3_prefix=_setting(env, "UDM_S3_PREFIX", DEFAULT_UDM_S3_PREFIX),
-        manifest_prefix=_setting(env, "MANIFEST_S3_PREFIX", DEFAULT_MANIFEST_PREFIX),
+        # Each source's three prefixes (S3_PREFIX, UDM_S3_PREFIX, MANIFEST_S3_PREFIX, ACTIVITY_S3_PREFIX, ...;
+        # sources.py), read when the definitions load; unset ones take the source's default.
+        prefixes={
+            setting: env[setting]
+            for source in SOURCES
+            for setting, _ in (source.prefix, source.udm_prefix, source.manifest_prefix)
+            if env.get(setting)
+        },
         local_dir=_setting(env, "LOCAL_STORE_DIR", DEFAULT_LOCAL_STORE_DIR),
         sse_kms_key_id=_setting(env, "S3_SSE_KMS_KEY_ID", ""),
     )
@@ -125,11 +123,11 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
     #   ZOOM_BACKFILL_DAYS_PER_RUN     days one backfill run collects, one after another (default 30);
     #                                  schedules and sensors always run one day
     days_per_run = _positive(env, "ZOOM_BACKFILL_DAYS_PER_RUN", DEFAULT_BACKFILL_DAYS_PER_RUN, "days a backfill run")
-    raw = zoom_operation_logs.with_attributes(backfill_policy=dg.BackfillPolicy.multi_run(days_per_run))
+    policy = dg.BackfillPolicy.multi_run(days_per_run)
     return dg.Definitions(
-        assets=[raw, zoom_operation_logs_udm],
-        asset_checks=[build_yesterday_landed_check(deadline_hour), zoom_fresh_listing_check,
-                      zoom_window_collected_check],
+        assets=[asset for raw, udm in SOURCE_ASSETS.values() for asset in (raw.with_attributes(backfill_policy=policy),
+                                                                            udm)],
+        asset_checks=[check for source in SOURCES for check in build_source_checks(source, deadline_hour)],
         jobs=[zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job],
         schedules=[
             build_zoom_daily_schedule(env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON),

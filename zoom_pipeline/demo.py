@@ -1,4 +1,5 @@
-"""The demo (`make demo`): the last three UTC days from the bundled Zoom simulator into the local store.
+"""The demo (`make demo`): the last three UTC days of both Zoom sources (operation logs and sign-in/sign-out
+activity logs) from the bundled Zoom simulator into the local store.
 
 No AWS account and no Zoom account: S3_BUCKET is unset, so the IO manager writes the same layout as
 in S3 to a local directory, ./.zoom_demo/store. Runs both assets through Dagster with its own
@@ -13,7 +14,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-DEMO_RECORDS_PER_DAY = (1200, 950, 400)  # day before yesterday, yesterday, today so far
+DEMO_RECORDS_PER_DAY = (1200, 950, 400)  # operation logs: day before yesterday, yesterday, today so far
+DEMO_SIGN_INS_PER_DAY = (800, 700, 300)  # sign-in/sign-out activity logs, the same days
 
 
 def main() -> int:
@@ -26,6 +28,7 @@ def main() -> int:
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from zoom_pipeline.simulator import ZoomSimulator
+    from zoom_pipeline.sources import ACTIVITY_LOGS, SOURCES
 
     today = datetime.now(UTC).date()
     days = [(today - timedelta(days=n)).isoformat() for n in (2, 1, 0)]
@@ -38,8 +41,10 @@ def main() -> int:
     os.environ.update(LOCAL_STORE_DIR=str(store), DAGSTER_HOME=str(home))
 
     with ZoomSimulator() as sim:
-        for n, (day, count) in enumerate(zip(days, DEMO_RECORDS_PER_DAY, strict=True)):
+        for n, (day, count, sign_ins) in enumerate(zip(days, DEMO_RECORDS_PER_DAY, DEMO_SIGN_INS_PER_DAY,
+                                                        strict=True)):
             sim.generate_day(day, count, seed=n, twins=2)
+            sim.generate_day(day, sign_ins, seed=10 + n, twins=1, log=ACTIVITY_LOGS.path.rsplit("/", 1)[-1])
         os.environ.update(
             ZOOM_ACCOUNT_ID=sim.account_id,
             ZOOM_CLIENT_ID=sim.client_id,
@@ -61,14 +66,17 @@ def main() -> int:
             if not result.success:
                 print(f"{day}: FAILED, see the log above", file=sys.stderr)
                 return 1
-            [mat] = result.asset_materializations_for_node("zoom_operation_logs")
-            meta = {k: v.value for k, v in mat.metadata.items()}
-            state = "exact" if meta["day_exact"] else ("still open" if meta["pass"] != "complete" else
-                                                       f"{meta['awaiting_confirmation_records']} awaiting confirmation")
-            print(
-                f"{day}: {meta['records_from_api']} records from the API, {meta['records_written']} newly written, "
-                f"{meta['dagster/row_count']} stored in {meta['day_objects']} object(s) ({state})"
-            )
+            for source in SOURCES:
+                [mat] = result.asset_materializations_for_node(source.name)
+                meta = {k: v.value for k, v in mat.metadata.items()}
+                state = "exact" if meta["day_exact"] else (
+                    "still open" if meta["pass"] != "complete"
+                    else f"{meta['awaiting_confirmation_records']} awaiting confirmation")
+                print(
+                    f"{day} {source.title}: {meta['records_from_api']} records from the API, "
+                    f"{meta['records_written']} newly written, {meta['dagster/row_count']} stored in "
+                    f"{meta['day_objects']} object(s) ({state})"
+                )
 
     print("(today is still open: the 15-minute sensor adds what arrives, the run after midnight completes it)")
     print(f"\nLocal store: {store}")

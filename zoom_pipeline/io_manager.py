@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from zoom_pipeline.day_store import DayParts, DayStore, TempPart, ZoomStore
+from zoom_pipeline.sources import source_of
 from zoom_pipeline.storage import KeyTaken
 
 
@@ -41,7 +42,7 @@ class UdmParts:
 
 
 class ZoomLogsIOManager(dg.ConfigurableIOManager):
-    """Loads stored Zoom operation-log days and stores their UDM events as append-only gzipped NDJSON."""
+    """Loads stored days of a Zoom source and stores their UDM events as append-only gzipped NDJSON."""
 
     store: dg.ResourceDependency[ZoomStore]
 
@@ -51,12 +52,12 @@ class ZoomLogsIOManager(dg.ConfigurableIOManager):
         self._store_udm(context, obj)
 
     def load_input(self, context: dg.InputContext) -> list[StoredDay]:
-        days = self.store.days()
+        days = self.store.days(source_of(context.asset_key.path[-1]))
         return [StoredDay(days, day, days.parts(day)) for day in context.asset_partition_keys]
 
     # ---- UDM: one event part per raw part, same name ----------------------------------------
     def _store_udm(self, context: dg.OutputContext, out: list[UdmParts]) -> None:
-        days = self.store.days()
+        days = self.store.days(source_of(context.asset_key.path[-1]))
         written, problems, coverage = [], Counter(), Counter()
         try:
             for mapped in out:

@@ -1,4 +1,4 @@
-"""Zoom REST client: Server-to-Server OAuth, operation-log pagination, retries and rate limits."""
+"""Zoom REST client: Server-to-Server OAuth, pagination of a day of one report, retries and rate limits."""
 
 import json
 import queue
@@ -25,8 +25,8 @@ from zoom_pipeline.constants import (
     DEFAULT_TIMEOUT_SECONDS,
 )
 from zoom_pipeline.ledger import record_time
+from zoom_pipeline.sources import OPERATION_LOGS, Source
 
-RECORDS_KEY = "operation_logs"
 MAX_RETRY_AFTER_SECONDS = 300.0
 MINT_WAIT_SECONDS = 60.0  # longest wait for another run's mint before minting anyway
 MAX_TOKEN_REFRESHES = 3  # token replacements after 401s within one report call
@@ -160,7 +160,8 @@ class _ClientState:
 
 
 class ZoomClient(dg.ConfigurableResource):
-    """Zoom API client for `GET /report/operationlogs` with Server-to-Server OAuth.
+    """Zoom API client for the reports of sources.py (`GET /report/operationlogs`, `GET /report/activities`)
+    with Server-to-Server OAuth.
 
     The token is cached until shortly before it expires and re-minted once on a 401 / code 124.
     Per-second 429s, 5xx, connection errors and unreadable 200 bodies are retried with exponential
@@ -369,7 +370,7 @@ class ZoomClient(dg.ConfigurableResource):
         return f"Zoom refused the OAuth credentials (HTTP {resp.status_code}: {message}); {hint}."
 
     # ---- one report call -----------------------------------------------------------------
-    def _get_page(self, day: str, page_token: str | None, stats: PassStats, page_size: int,
+    def _get_page(self, source: Source, day: str, page_token: str | None, stats: PassStats, page_size: int,
                   cancelled: threading.Event | None = None) -> tuple[dict, int]:
         """GET one page of a day, retrying what is transient: (body, records with invalid UTF-8).
 
@@ -377,7 +378,7 @@ class ZoomClient(dg.ConfigurableResource):
         params = {"from": day, "to": day, "page_size": page_size}
         if page_token:
             params["next_page_token"] = page_token
-        url = f"{self.api_base_url.rstrip('/')}/report/operationlogs"
+        url = f"{self.api_base_url.rstrip('/')}/{source.path}"
         refreshes = 0
         last = ""
         account = self.account()
@@ -406,10 +407,10 @@ class ZoomClient(dg.ConfigurableResource):
                 continue
             status = resp.status_code
             if status == 200:
-                parsed = _parse_page(resp.content)
+                parsed = _parse_page(resp.content, source.records_key)
                 if parsed is not None:
                     return parsed
-                last = "a 200 response whose body is not a valid operation-log page"
+                last = f"a 200 response whose body is not a valid page of {source.title}"
                 stats.retries += 1
                 self._sleep_backoff(attempt, cancelled=cancelled)
                 continue
@@ -441,9 +442,9 @@ class ZoomClient(dg.ConfigurableResource):
                 continue
             if code == 300 and "token" in message.lower() and page_token:
                 raise PageTokenExpired(message)
-            raise ZoomError(self._request_error(day, status, code, message))
+            raise ZoomError(self._request_error(source, day, status, code, message))
         raise ZoomRetryableError(
-            f"Zoom operation logs for {day}: gave up after {self.max_attempts} attempts; last problem: {last}."
+            f"Zoom {source.title} for {day}: gave up after {self.max_attempts} attempts; last problem: {last}."
         )
 
     @staticmethod
@@ -458,29 +459,29 @@ class ZoomClient(dg.ConfigurableResource):
             raise ZoomDailyLimitError(retry_at or _next_utc_midnight())
 
     @staticmethod
-    def _request_error(day: str, status: int, code: int | None, message: str) -> str:
+    def _request_error(source: Source, day: str, status: int, code: int | None, message: str) -> str:
         if code == 4711:
             return (
                 f"Zoom says the app's token lacks a required scope ({message}), so add the scope "
-                "report:read:operation_logs:admin (or report:read:admin) to the Server-to-Server OAuth app."
+                f"{source.scope} (or report:read:admin) to the Server-to-Server OAuth app."
             )
         if code == 300 and "month" in message.lower():
             return (
-                f"Zoom no longer serves operation logs for {day} ({message}); it keeps about six months. "
+                f"Zoom no longer serves {source.title} for {day} ({message}); it keeps about six months. "
                 "Choose a partition inside that window."
             )
         if code == 200 or "permission" in message.lower():
             return (
-                f"Zoom denied access to operation logs ({message}); the app needs a role with "
-                "'Admin activity logs: View' on a Pro or higher plan."
+                f"Zoom denied access to {source.title} ({message}); {source.access_hint}."
             )
-        return f"Zoom rejected the operation-log request for {day}: HTTP {status}, code {code}: {message}."
+        return f"Zoom rejected the request for {source.title} of {day}: HTTP {status}, code {code}: {message}."
 
     # ---- a pass over one day -------------------------------------------------------------
-    def day_pass(self, day: str | date, *, page_size: int | None = None, now: datetime | None = None) -> "DayPass":
-        """A lazy pass over one UTC day's operation logs, newest first (see DayPass)."""
+    def day_pass(self, day: str | date, *, source: Source = OPERATION_LOGS, page_size: int | None = None,
+                 now: datetime | None = None) -> "DayPass":
+        """A lazy pass over one UTC day of `source`, newest first (see DayPass)."""
         day_str = day if isinstance(day, str) else day.isoformat()
-        return DayPass(self, day_str, now or datetime.now(UTC), page_size or self.page_size)
+        return DayPass(self, source, day_str, now or datetime.now(UTC), page_size or self.page_size)
 
 
 RESTART = object()
@@ -495,8 +496,9 @@ class DayPass:
     final content, so only it may be trusted for multiplicities of identical records.
     """
 
-    def __init__(self, client: ZoomClient, day: str, started_at: datetime, page_size: int):
+    def __init__(self, client: ZoomClient, source: Source, day: str, started_at: datetime, page_size: int):
         self.client = client
+        self.source = source
         self.day = day
         self.page_size = page_size
         day_end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
@@ -531,8 +533,8 @@ class DayPass:
             try:
                 while not cancelled.is_set():
                     try:
-                        page, invalid = self.client._get_page(self.day, page_token, self.stats, self.page_size,
-                                                              cancelled)
+                        page, invalid = self.client._get_page(self.source, self.day, page_token, self.stats,
+                                                              self.page_size, cancelled)
                     except PageTokenExpired:
                         restarts += 1
                         self.stats.restarts = restarts
@@ -545,7 +547,7 @@ class DayPass:
                         if not hand_over(RESTART):
                             return
                         continue
-                    records = page.get(RECORDS_KEY) or []
+                    records = page.get(self.source.records_key) or []
                     page_token = page.get("next_page_token") or None
                     number += 1
                     stop = stop_before_time is not None and _has_older(records, stop_before_time)
@@ -611,7 +613,7 @@ def _has_older(records: list, threshold: str) -> bool:
     return False
 
 
-def _parse_page(body: bytes) -> tuple[dict, int] | None:
+def _parse_page(body: bytes, records_key: str) -> tuple[dict, int] | None:
     """A page of records and how many held invalid UTF-8, or None for a body that is not a page
     (truncated, or an error object)."""
     invalid = 0
@@ -624,16 +626,16 @@ def _parse_page(body: bytes) -> tuple[dict, int] | None:
             page = json.loads(body.decode("utf-8", "surrogateescape"))
         except ValueError:
             return None
-        if isinstance(page, dict) and isinstance(page.get(RECORDS_KEY), list):
-            records = page[RECORDS_KEY]
+        if isinstance(page, dict) and isinstance(page.get(records_key), list):
+            records = page[records_key]
             for i, rec in enumerate(records):
                 mended = _replace_undecodable(rec)
                 if mended is not rec:
                     records[i] = mended
                     invalid += 1
-    if not isinstance(page, dict) or not isinstance(page.get(RECORDS_KEY) or [], list):
+    if not isinstance(page, dict) or not isinstance(page.get(records_key) or [], list):
         return None
-    if RECORDS_KEY not in page and "code" in page:  # an error object dressed as a 200
+    if records_key not in page and "code" in page:  # an error object dressed as a 200
         return None
     return page, invalid
 

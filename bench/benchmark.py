@@ -13,17 +13,28 @@ straddles the page boundary at positions 299/300):
   * seed Lambda:      the guide's `lambda_handler()` (code extracted from the seed file at runtime,
                       its two URLs pointed at the simulator) in a child process
 
-and reports wall time, records/s, peak RSS of the child's process tree, report/token calls (from the
-simulator's /_sim/stats) and objects written (from listing the buckets). It also measures the CLI's
-fixed cost (a 0-record day), the refresh cost of today's partition after k new records (issue 3:
-at most ceil(k/PAGE_SIZE)+1 report calls, asserted), and UDM events/s on one core (issue 4).
+and reports wall time, records/s, peak RSS of the child's process tree, report/token calls and the
+share answered 429 (from the simulator's /_sim/stats) and objects written (from listing the buckets).
+It also measures the CLI's fixed cost (a 0-record day), the refresh cost of today's partition after k
+new records (issue 3: at most ceil(k/PAGE_SIZE)+1 report calls, asserted), and UDM events/s on one
+core (issue 4).
+
+`--source` picks the Zoom report measured, one of the sources in zoom_pipeline/sources.py, named as the
+simulator names its endpoint (the last segment of the source's path): `operationlogs` (the default)
+or `activities`. Endpoint, records key, prefix, part names, asset and UDM mapper all come from that
+source. The seed guide's Lambda collects operation logs only, so for another source the Lambda
+comparison is skipped (and the output says so).
 
     .venv/bin/python bench/benchmark.py                      # 100k and 1M days
     .venv/bin/python bench/benchmark.py --quick              # 20k day only (< 2 min)
     .venv/bin/python bench/benchmark.py --sizes 50000 --skip-lambda
     .venv/bin/python bench/benchmark.py --repeat 3             # median of 3 runs per figure
+    .venv/bin/python bench/benchmark.py --source activities --sizes 100000 --out /tmp/bench-activities.json
 
-Results: printed as a table, and written to bench/out/results.json (bench/out is gitignored).
+Results: printed as a table, and written to --out (default bench/out/results.json, or
+bench/out/results-SOURCE.json for another source; bench/out is gitignored). Child logs go to
+--log-dir (default: bench/out/logs for the default --out, else OUT-STEM-logs/ beside the --out file);
+a run deletes the *.log files there first, so runs in parallel need different --out (or --log-dir).
 Exit status: 1 if a correctness check fails (a rerun wrote something, a pass re-read the day, the
 confirming pass did not make the day exact, a refresh broke its bound);
 with --strict also 2 if a performance target is missed.
@@ -36,6 +47,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,6 +61,8 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import boto3
 import psutil
@@ -60,9 +74,9 @@ OUT_DIR = REPO / "bench" / "out"
 SEED_GUIDE = REPO.parent / "shared" / "seed" / "zoom-operation-logs-guide.ko.txt"
 HOST = "127.0.0.1"
 PAGE_SIZE = 300
-RAW_PREFIX = "zoom/operationlogs/"
 MANIFEST_SUFFIX = ".manifest.json"  # one per part, under the manifest prefix
-PASS_RECORD = "-pass-"  # zoom-operationlogs-YYYYMMDD-pass-NNNNNN.json: what a complete pass proved
+PASS_RECORD = "-pass-"  # {part prefix}YYYYMMDD-pass-NNNNNN.json: what a complete pass proved
+DEFAULT_SIM_LOG = "operationlogs"  # the simulator's default log: its `--generate` flag and `log=` default
 STRADDLE_AT = PAGE_SIZE - 1  # the forced twin pair sits at positions 299/300 of the listing
 MAX_CONFIRMING_PASSES = 3  # complete passes after the first, at most, while the day is not exact
 DAY_CHECK = "day_matches_zoom"  # the asset check that rides along with each materialization
@@ -234,10 +248,12 @@ def start_moto(log_dir: Path) -> str:
     return f"http://{HOST}:{port}"
 
 
-def start_simulator(generate: list[str], log_dir: Path) -> dict:
+def start_simulator(generate: list[str], log_dir: Path, sim_log: str = DEFAULT_SIM_LOG) -> dict:
+    """The simulator, serving `generate` (DAY=COUNT[:SEED[:TWINS]] each) as days of its log `sim_log`."""
     cmd = [sys.executable, "-m", "zoom_pipeline.simulator", "--host", HOST, "--port", "0"]
+    flag = "--generate" if sim_log == DEFAULT_SIM_LOG else f"--generate-{sim_log}"
     for spec in generate:
-        cmd += ["--generate", spec]
+        cmd += [flag, spec]
     err = open(log_dir / "simulator.log", "wb")  # lives as long as the simulator
     proc = spawn(cmd, stdout=subprocess.PIPE, stderr=err, cwd=CODE_DIR)
     line: list[bytes] = []
@@ -254,11 +270,40 @@ def start_simulator(generate: list[str], log_dir: Path) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
+def sim_log_of(source) -> str:
+    """The simulator's name for a source's endpoint (its `log=`, one of its LOGS): the path's last segment."""
+    return source.path.rsplit("/", 1)[-1]
+
+
+def load_sources() -> list:
+    """The sources of the pipeline under test (zoom_pipeline/sources.py), imported from --code-dir.
+
+    A checkout from before sources.py collected operation logs only; for one of those (a before/after
+    comparison) the fields this script reads are given here, as that checkout hard-coded them.
+    """
+    try:
+        from zoom_pipeline.sources import SOURCES
+    except ImportError:
+        from zoom_pipeline.udm import map_line
+
+        return [SimpleNamespace(
+            name="zoom_operation_logs", title="operation logs", path="report/operationlogs",
+            records_key="operation_logs", prefix=("S3_PREFIX", "zoom/operationlogs/"),
+            udm_prefix=("UDM_S3_PREFIX", "zoom/operationlogs-udm/"),
+            manifest_prefix=("MANIFEST_S3_PREFIX", "zoom/operationlogs-manifests/"),
+            part_prefix="zoom-operationlogs-", map_line=map_line)]
+    return list(SOURCES)
+
+
 class Sim:
-    def __init__(self, urls: dict):
+    """The simulator's control endpoints, addressing the days of one of its logs (`sim_log`)."""
+
+    def __init__(self, urls: dict, source):
         self.urls = urls
         self.control = urls["control_url"]
         self.http = requests.Session()
+        self.source = source
+        self.log = sim_log_of(source)
 
     def reset_stats(self) -> None:
         self.http.post(f"{self.control}/reset_stats", timeout=30).raise_for_status()
@@ -272,11 +317,16 @@ class Sim:
         self.reset_stats()
 
     def stats(self) -> dict:
+        """/_sim/stats, with `report_calls`, `report_calls_by_day`, `records_served` and `status_counts`
+        taken from this log's own counters (`by_log`; a simulator without it served one log only)."""
         resp = self.http.get(f"{self.control}/stats", timeout=30)
         resp.raise_for_status()
-        return resp.json()
+        stats = resp.json()
+        return {**stats, **stats.get("by_log", {}).get(self.log, {})}
 
     def post(self, name: str, body: dict) -> dict:
+        """POST /_sim/NAME; every control endpoint but config takes the log its body addresses."""
+        body = body if name == "config" else {**body, "log": self.log}
         resp = self.http.post(f"{self.control}/{name}", json=body, timeout=60)
         resp.raise_for_status()
         return resp.json()
@@ -286,15 +336,15 @@ class Sim:
 
     def records(self, day: str, offset: int, limit: int) -> tuple[list[dict], int]:
         """The day's records at positions [offset, offset+limit) of its listing, and the day's count."""
-        resp = self.http.get(f"{self.control}/records", params={"day": day, "offset": offset, "limit": limit},
-                             timeout=30)
+        resp = self.http.get(f"{self.control}/records", timeout=30,
+                             params={"day": day, "offset": offset, "limit": limit, "log": self.log})
         resp.raise_for_status()
         body = resp.json()
         return body["records"], body["count"]
 
     def poke(self, day: str) -> None:
         """One report call without a token (answered 401): it fires triggers set for call 1."""
-        requests.get(self.urls["base_url"] + "/report/operationlogs", params={"from": day, "to": day}, timeout=30)
+        requests.get(f"{self.urls['base_url']}/{self.source.path}", params={"from": day, "to": day}, timeout=30)
 
 
 def list_keys(s3, bucket: str, prefix: str = "") -> set[str]:
@@ -326,6 +376,7 @@ class RunResult:
     log: str
     manifests_written: int = 0  # ours: part manifests among the other objects
     pass_records_written: int = 0  # ours: pass records (one per complete pass) among the other objects
+    http_429: int = 0  # report calls answered 429 (counted among report_calls)
     net_wall_s: float | None = None
     # ours, from the run's materialization metadata:
     asset_report_calls: int | None = None  # api_calls of the asset's own pass
@@ -351,9 +402,14 @@ class RunResult:
             return None
         return self.day_records / self.net_wall_s
 
+    @property
+    def share_429(self) -> float | None:
+        return self.http_429 / self.report_calls if self.report_calls else None
+
     def as_dict(self) -> dict:
         return {**asdict(self), "records_per_s": round(self.records_per_s, 1),
-                "net_records_per_s": None if self.net_records_per_s is None else round(self.net_records_per_s, 1)}
+                "net_records_per_s": None if self.net_records_per_s is None else round(self.net_records_per_s, 1),
+                "share_429": None if self.share_429 is None else round(self.share_429, 4)}
 
 
 @dataclass
@@ -372,13 +428,19 @@ class DayTwins:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, tmp: Path, log_dir: Path):
+    def __init__(self, args: argparse.Namespace, tmp: Path, log_dir: Path, source, sources: list):
         self.args = args
+        self.source = source  # the zoom_pipeline.sources entry measured (--source)
+        self.raw_prefix = source.prefix[1]  # the children get no prefix settings: the source's defaults apply
+        # Settings a caller's shell might carry: every source's prefix settings too.
+        self.project_vars = PROJECT_VARS + tuple(
+            setting for s in sources for setting, _ in (s.prefix, s.udm_prefix, s.manifest_prefix))
         self.tmp = tmp
         self.log_dir = log_dir
         self.failures: list[str] = []
         self.notes: list[str] = []
         self.twins: dict[str, DayTwins] = {}  # per generated day: where its identical twin pairs sit
+        self.lambda_skipped: str | None = None  # why the Lambda comparison was not run, if it was not
 
     # ---- setup ---------------------------------------------------------------------------------
     def start(self, days: dict[int, str], empty_day: str) -> None:
@@ -393,8 +455,8 @@ class Bench:
             generated[day] = (n, i + 1, min(self.args.twins, n // 2))
             specs.append(f"{day}={n}:{i + 1}:{generated[day][2]}")
         specs.append(f"{empty_day}=0")
-        log(f"starting Zoom simulator ({', '.join(specs)})")
-        self.sim = Sim(start_simulator(specs, self.log_dir))
+        log(f"starting Zoom simulator ({sim_log_of(self.source)}: {', '.join(specs)})")
+        self.sim = Sim(start_simulator(specs, self.log_dir, sim_log_of(self.source)), self.source)
         for day, (n, seed, twins) in generated.items():
             self.twins[day] = self._place_twins(day, n, seed, twins, straddle[day])
         os.environ.update(FAKE_AWS)
@@ -421,9 +483,10 @@ class Bench:
             self.sim.reset_stats()
         found = DayTwins(forced=STRADDLE_AT if straddle else None)
         try:
-            from zoom_pipeline.simulator import _Day  # the simulator's own placement of generated twins
+            from zoom_pipeline import simulator  # the simulator's own placement of generated twins
 
-            synthetic = _Day(day, n, seed, twins)
+            logs = getattr(simulator, "_LOGS", None)  # its per-log table (a simulator without one: one log)
+            synthetic = simulator._Day(day, n, seed, twins, **({"log": logs[self.sim.log]} if logs else {}))
             positions = [synthetic._twin_base(k) + k for k in range(twins)]
             # The inserted copy shifts every position from 299 on down by one.
             found.generated = [p + 1 if straddle and p >= STRADDLE_AT else p for p in positions]
@@ -447,7 +510,7 @@ class Bench:
 
     def base_env(self) -> dict:
         env = {k: v for k, v in os.environ.items()
-               if k not in PROJECT_VARS and not k.startswith(("ZOOM_", "AWS_"))}
+               if k not in self.project_vars and not k.startswith(("ZOOM_", "AWS_"))}
         env.update(FAKE_AWS)
         env.update(SIM_CREDS)
         env["AWS_ENDPOINT_URL"] = self.s3_endpoint
@@ -461,7 +524,7 @@ class Bench:
         exe = Path(sys.executable).parent / "dagster"
         head = [str(exe)] if exe.exists() else [sys.executable, "-m", "dagster"]
         return head + ["asset", "materialize", "-m", "zoom_pipeline.definitions",
-                       "--select", "zoom_operation_logs", "--partition", day]
+                       "--select", self.source.name, "--partition", day]
 
     def run_ours(self, name: str, day: str, size: int, tag: str = "") -> RunResult:
         env = self.base_env()
@@ -478,8 +541,8 @@ class Bench:
         m = run_measured(self.dagster_cmd(day), env, self.log_dir / f"{name}{tag}.log", self.args.timeout)
         stats = self.sim.stats()
         new = list_keys(self.s3, self.ours_bucket) - before
-        logs = sorted(k for k in new if k.startswith(RAW_PREFIX))
-        other = sorted(k for k in new if not k.startswith(RAW_PREFIX))
+        logs = sorted(k for k in new if k.startswith(self.raw_prefix))
+        other = sorted(k for k in new if not k.startswith(self.raw_prefix))
         manifests = [k for k in other if k.endswith(MANIFEST_SUFFIX)]
         pass_records = [k for k in other if PASS_RECORD in k.rsplit("/", 1)[-1]]
         written = 0
@@ -492,6 +555,7 @@ class Bench:
             token_calls=stats["token_calls"], objects_written=len(logs), other_objects_written=len(other),
             records_written=written, returncode=m.returncode, log=m.log_path,
             manifests_written=len(manifests), pass_records_written=len(pass_records),
+            http_429=stats["status_counts"].get("429", 0),
         )
         self._check_exit(result)
         if m.returncode == 0:
@@ -501,7 +565,8 @@ class Bench:
                                      f"its manifests {written}")
         exact = {True: "exact", False: f"{result.awaiting_groups} group(s) awaiting confirmation", None: "?"}
         log(f"{name}: {m.wall_s:.1f}s, {result.records_per_s:,.0f} records/s, peak RSS {m.peak_rss_mb:.0f} MB, "
-            f"{result.report_calls} report calls (page size {result.page_size}), {len(logs)} objects, "
+            f"{result.report_calls} report calls (page size {result.page_size}, {result.http_429} answered 429), "
+            f"{len(logs)} objects, "
             f"{written:,} records written, day {exact[result.day_exact]}")
         return result
 
@@ -601,8 +666,16 @@ class Bench:
             log(f"{r.name} FAILED (exit {r.returncode}); last lines of {r.log}:\n  " + "\n  ".join(tail))
 
     # ---- the seed guide's Lambda -------------------------------------------------------------------
-    def prepare_lambda(self) -> Path:
+    def prepare_lambda(self) -> Path | None:
+        """The guide's Lambda as a file to run, or None (and self.lambda_skipped says why) when it does not
+        collect the source measured: it has one REPORT_URL, and the comparison needs that endpoint."""
         code = extract_lambda_code(SEED_GUIDE)
+        endpoint = lambda_endpoint(code)
+        if endpoint != self.source.path:
+            self.lambda_skipped = (f"the seed guide's Lambda collects GET /{endpoint} only, not {self.source.title} "
+                                   f"(GET /{self.source.path}): no Lambda comparison for {self.source.name}")
+            log(f"Lambda skipped: {self.lambda_skipped}")
+            return None
         if not host_header_accepted(self.sim.urls["token_url"]):
             # Only the token request's "Host: zoom.us" header is changed, nothing else.
             code = code.replace('"Host": "zoom.us",', "")
@@ -616,14 +689,14 @@ class Bench:
         return path
 
     def run_lambda(self, name: str, day: str, size: int, code_path: Path, tag: str = "") -> RunResult:
-        state_key = RAW_PREFIX + "state.json"
+        state_key = self.raw_prefix + "state.json"
         self.s3.put_object(Bucket=self.lambda_bucket, Key=state_key,
                            Body=json.dumps({"cursor_date": day, "next_page_token": None}).encode())
         env = self.base_env()
         env.update(
-            S3_BUCKET=self.lambda_bucket, S3_PREFIX=RAW_PREFIX, PAGE_SIZE=str(PAGE_SIZE), TIMEOUT="30",
+            S3_BUCKET=self.lambda_bucket, S3_PREFIX=self.raw_prefix, PAGE_SIZE=str(PAGE_SIZE), TIMEOUT="30",
             BENCH_TOKEN_URL=self.sim.urls["token_url"],
-            BENCH_REPORT_URL=self.sim.urls["base_url"] + "/report/operationlogs",
+            BENCH_REPORT_URL=f"{self.sim.urls['base_url']}/{self.source.path}",
         )
         before = list_keys(self.s3, self.lambda_bucket)
         state_etag = self.s3.head_object(Bucket=self.lambda_bucket, Key=state_key)["ETag"]
@@ -633,7 +706,7 @@ class Bench:
                          self.log_dir / f"{name}{tag}.log", self.args.timeout)
         stats = self.sim.stats()
         new = list_keys(self.s3, self.lambda_bucket) - before
-        logs = [k for k in new if k.rsplit("/", 1)[-1].startswith("zoom-operationlogs-")]
+        logs = [k for k in new if k.rsplit("/", 1)[-1].startswith(self.source.part_prefix)]
         written = 0
         for line in Path(m.log_path).read_text(errors="replace").splitlines():
             if line.startswith("BENCH_RESULT "):
@@ -646,8 +719,9 @@ class Bench:
             token_calls=stats["token_calls"], objects_written=len(logs),
             other_objects_written=len(new) - len(logs) + rewritten,
             records_written=written, returncode=m.returncode, log=m.log_path,
+            http_429=stats["status_counts"].get("429", 0),
         )
-        folders = sorted({k[len(RAW_PREFIX):].rsplit("/", 1)[0] for k in logs})
+        folders = sorted({k[len(self.raw_prefix):].rsplit("/", 1)[0] for k in logs})
         if folders and folders != [day.replace("-", "/")]:
             result.notes.append(f"Lambda wrote {day} under {', '.join(folders)} (it names folders by utcnow())")
         self._check_exit(result)
@@ -660,11 +734,12 @@ class Bench:
         import dagster as dg
         from dagster_aws.s3 import S3Resource
 
-        from zoom_pipeline.assets import zoom_operation_logs
+        from zoom_pipeline import assets
         from zoom_pipeline.day_store import ZoomStore
         from zoom_pipeline.io_manager import ZoomLogsIOManager
         from zoom_pipeline.zoom_client import ZoomClient
 
+        raw_asset = getattr(assets, self.source.name)  # the source's raw asset, a node of that name
         today = datetime.now(UTC).date()
         end_of_day = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
         if end_of_day - datetime.now(UTC) < timedelta(minutes=5):
@@ -687,12 +762,12 @@ class Bench:
         def materialize() -> tuple[dict, dict, float]:
             self.sim.reset_stats()
             t0 = time.perf_counter()
-            res = dg.materialize([zoom_operation_logs], partition_key=day, resources=resources,
+            res = dg.materialize([raw_asset], partition_key=day, resources=resources,
                                  instance=instance, raise_on_error=False, run_config=quiet)
             wall = time.perf_counter() - t0
             if not res.success:
                 raise RuntimeError(f"in-process materialization of {day} failed")
-            [mat] = res.asset_materializations_for_node("zoom_operation_logs")
+            [mat] = res.asset_materializations_for_node(self.source.name)
             return {k: v.value for k, v in mat.metadata.items()}, self.sim.stats(), wall
 
         # The base: realistic records (POST /_sim/make_records), packed 4 to a second from 00:00:00 so
@@ -727,7 +802,7 @@ class Bench:
                     f"day holds {meta['dagster/row_count']} (expected {total})"
                 )
         # Nothing duplicated, nothing missed: the stored day is exactly the distinct records listed.
-        stored = stored_lines(self.s3, self.refresh_bucket, day)
+        stored = stored_lines(self.s3, self.refresh_bucket, self.raw_prefix, day)
         if len(stored) != len(set(stored)) or len(stored) != self.sim.count(day):
             self.failures.append(f"refresh: stored {len(stored)} lines ({len(set(stored))} distinct), "
                                  f"simulator lists {self.sim.count(day)}")
@@ -748,9 +823,9 @@ class Bench:
 
     # ---- issue 4: UDM events/s --------------------------------------------------------------------------
     def run_udm(self, day: str) -> dict:
-        from zoom_pipeline.udm import map_line
-
-        lines = stored_lines(self.s3, self.ours_bucket, day)[:UDM_MAX_LINES]
+        map_line = self.source.map_line
+        mapper = f"{map_line.__module__}.{map_line.__name__}"
+        lines = stored_lines(self.s3, self.ours_bucket, self.raw_prefix, day)[:UDM_MAX_LINES]
         fallback_time = datetime.fromisoformat(day).replace(tzinfo=UTC)
         # Occurrence numbers (0 for a line's first copy in the day, 1 for its twin, ...) are a property
         # of the stored day, counted once outside the timing; the asset keeps them for twins only.
@@ -762,7 +837,7 @@ class Bench:
         del seen
         for line, occ in work[:200]:  # warm caches (regexes, vocab) outside the timing
             map_line(line, occ, fallback_time)
-        log(f"udm: map_line over {len(lines):,} stored lines of {day} in-process, best of {UDM_ROUNDS}")
+        log(f"udm: {mapper} over {len(lines):,} stored lines of {day} in-process, best of {UDM_ROUNDS}")
         rounds = []
         for _ in range(UDM_ROUNDS):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -770,7 +845,7 @@ class Bench:
                 map_line(line, occ, fallback_time)
             rounds.append((time.perf_counter() - t0, time.process_time() - c0))
         wall, cpu = min(rounds)
-        return {"day": day, "events": len(lines), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+        return {"day": day, "mapper": mapper, "events": len(lines), "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
                 "events_per_s": round(len(lines) / wall, 1) if wall else None,
                 "rounds_wall_s": [round(w, 3) for w, _ in rounds]}
 
@@ -789,9 +864,9 @@ def _secs(ts: str) -> int:
     return int(hh) * 3600 + int(mm) * 60 + int(ss)
 
 
-def stored_lines(s3, bucket: str, day: str) -> list[bytes]:
+def stored_lines(s3, bucket: str, prefix: str, day: str) -> list[bytes]:
     lines: list[bytes] = []
-    folder = RAW_PREFIX + day.replace("-", "/") + "/"
+    folder = prefix + day.replace("-", "/") + "/"
     for key in sorted(list_keys(s3, bucket, folder)):
         body = gzip.decompress(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         lines.extend(body.split(b"\n")[:-1])
@@ -813,6 +888,14 @@ def extract_lambda_code(guide: Path) -> str:
             raise RuntimeError(f"seed guide's Lambda code not found as expected ({needle!r} missing)")
     compile(code, str(guide), "exec")
     return code
+
+
+def lambda_endpoint(code: str) -> str:
+    """The endpoint the guide's Lambda collects, as a path under the API base URL (`report/operationlogs`)."""
+    match = re.search(r'^REPORT_URL = "([^"]+)"', code, re.MULTILINE)
+    if not match:
+        raise RuntimeError("seed guide's Lambda has no REPORT_URL")
+    return urlsplit(match.group(1)).path.removeprefix("/v2/").strip("/")
 
 
 def host_header_accepted(token_url: str) -> bool:
@@ -854,6 +937,10 @@ def render(results: dict) -> str:
     m = results["machine"]
     out.append(f"zoom_pipeline benchmark  (simulator + moto S3 server on 127.0.0.1, {m['cpus']} CPUs, "
                f"Python {m['python']}, load average {m['load_before']:.2f} before / {m['load_after']:.2f} after)")
+    src = results["source"]
+    out.append(f"source: {src['title']} (--source {src['sim_log']}): GET /{src['path']} (records key "
+               f"{src['records_key']}), asset {src['asset']}, objects under {src['prefix']} named "
+               f"{src['part_prefix']}..., UDM {src['mapper']}")
     if results.get("child_env"):
         out.append("our CLI runs also had: " + ", ".join(f"{k}={v}" for k, v in results["child_env"].items()))
     if fixed:
@@ -861,7 +948,7 @@ def render(results: dict) -> str:
                    f"peak RSS {fixed['peak_rss_mb']:.0f} MB, {fixed['report_calls']} report call(s)")
     header = (f"{'run':<12} {'day':<10} {'records':>9} {'wall s':>7} {'rec/s':>8} {'net rec/s':>9} "
               f"{'pass rec/s':>10} {'peak RSS MB':>11} {'report calls':>12} {'token':>5} {'page':>4} "
-              f"{'objects':>7} {'other':>5} {'written':>9} {'day':>7} {'check':>5}")
+              f"{'429 %':>5} {'objects':>7} {'other':>5} {'written':>9} {'day':>7} {'check':>5}")
     out += ["", header, "-" * len(header)]
     for r in runs:
         calls = str(r["report_calls"])
@@ -871,20 +958,21 @@ def render(results: dict) -> str:
         if r["manifests_written"] or r["pass_records_written"]:
             other = f"{r['manifests_written']}+{r['pass_records_written']}"
         state = {True: "exact", False: f"await{r['awaiting_groups']}", None: "-"}[r["day_exact"]]
+        share = "-" if r["share_429"] is None else f"{100 * r['share_429']:.1f}"
         out.append(
             f"{r['name']:<12} {r['day']:<10} {r['day_records']:>9,} {r['wall_s']:>7.1f} "
             f"{fmt_int(r['records_per_s']):>8} {fmt_int(r['net_records_per_s']):>9} "
             f"{fmt_int(r['pass_records_per_s']):>10} {r['peak_rss_mb']:>11.0f} {calls:>12} {r['token_calls']:>5} "
             f"{fmt_int(r['page_size'] or (PAGE_SIZE if r['name'] == 'lambda' else None)):>4} "
-            f"{r['objects_written']:>7} {other:>5} {r['records_written']:>9,} {state:>7} "
+            f"{share:>5} {r['objects_written']:>7} {other:>5} {r['records_written']:>9,} {state:>7} "
             f"{r['check_outcomes'].get(DAY_CHECK, '-'):>5}"
         )
     out.append("  rec/s = day's records / wall time of the child process; net = wall minus the CLI fixed cost; "
                "pass = the asset's own")
     out.append("  pass (materialization metadata); report calls a+b = a by the asset, b by asset checks run "
                "with it; page = page size;")
-    out.append("  objects = log objects under zoom/operationlogs/; other = manifests+pass records (ours) or "
-               "state.json (Lambda);")
+    out.append(f"  429 % = share of the report calls answered 429; objects = log objects under {src['prefix']}; "
+               "other = manifests+pass records (ours) or state.json (Lambda);")
     out.append("  written = records in them; day = the day after the run: exact, or awaitN = N same-second "
                "groups awaiting confirmation;")
     out.append(f"  check = {DAY_CHECK}, the asset check run with the asset")
@@ -897,11 +985,13 @@ def render(results: dict) -> str:
         for name in r["checks_run"]:
             seen.setdefault(name, set()).add(r["check_outcomes"].get(name, "?"))
     if seen:
-        out.append("  asset checks the CLI ran with zoom_operation_logs (outcomes): " + ", ".join(
+        out.append(f"  asset checks the CLI ran with {src['asset']} (outcomes): " + ", ".join(
             f"{name} ({'/'.join(sorted(o))})" for name, o in sorted(seen.items())))
     for ratio in results["ratios"]:
         out.append(f"  {ratio['size']:>9,}-record day: ours / Lambda records/s = {ratio['end_to_end']:.2f}x "
                    f"end to end" + (f", {ratio['net']:.2f}x net of the CLI's fixed cost" if ratio["net"] else ""))
+    if results.get("lambda_skipped"):
+        out.append(f"  Lambda comparison skipped: {results['lambda_skipped']}")
     for c in results.get("confirmations") or []:
         out += ["", f"How soon a backfilled day becomes exact ({c['size']:,}-record day {c['day']}, the twin pair at "
                 f"{STRADDLE_AT}/{STRADDLE_AT + 1} split by the first pass's page boundary):"]
@@ -930,7 +1020,8 @@ def render(results: dict) -> str:
         out.append("  bound = ceil(k/300)+1 report calls per refresh (issue 3), asserted")
     if results.get("udm"):
         u = results["udm"]
-        out += ["", f"UDM transform, one core: {u['events']:,} events of {u['day']} in {u['wall_s']:.2f} s "
+        out += ["", f"UDM transform ({u['mapper']}), one core: {u['events']:,} events of {u['day']} "
+                f"in {u['wall_s']:.2f} s "
                 f"(cpu {u['cpu_s']:.2f} s) = {fmt_int(u['events_per_s'])} events/s "
                 f"(best of {len(u['rounds_wall_s'])}: {', '.join(f'{w:.2f}' for w in u['rounds_wall_s'])} s)"]
     out += ["", "Targets:"]
@@ -961,7 +1052,9 @@ def targets(results: dict, sizes: list[int]) -> list[dict]:
                     "value": f"{ratio:.2f}x ({fmt_int(ours['records_per_s'])} vs {fmt_int(lam['records_per_s'])})",
                     "ok": ratio >= 3})
     else:
-        out.append({"what": f">= 3x the Lambda's records/s, {label}", "value": "Lambda not run", "ok": None})
+        why = "Lambda not run" + (f" (it does not collect {results['source']['title']})"
+                                  if results.get("lambda_skipped") else "")
+        out.append({"what": f">= 3x the Lambda's records/s, {label}", "value": why, "ok": None})
     for kind in ("ours", "ours-confirm", "ours-rerun"):
         r = runs.get((kind, big))
         if r:
@@ -980,8 +1073,21 @@ def targets(results: dict, sizes: list[int]) -> list[dict]:
 # --------------------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def code_dir_arg(argv: list[str] | None) -> Path:
+    """--code-dir alone, read before anything imports zoom_pipeline (the sources come from there)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--code-dir", default=str(REPO))
+    return Path(pre.parse_known_args(argv)[0].code_dir).resolve()
+
+
+def parse_args(argv: list[str] | None, sources: list | None = None) -> argparse.Namespace:
+    sources = sources if sources is not None else load_sources()
+    by_log = {sim_log_of(s): s for s in sources}
+    default_log = sim_log_of(sources[0])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", choices=list(by_log), default=default_log,
+                    help=f"the Zoom report to measure, as zoom_pipeline/sources.py describes it (default "
+                         f"{default_log}); the Lambda comparison needs the one the seed guide's Lambda collects")
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated day sizes (default 100000,1000000)")
     ap.add_argument("--quick", action="store_true", help="smoke run: one 20,000-record day (< 2 min)")
     ap.add_argument("--twins", type=int, default=5,
@@ -997,7 +1103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds allowed per child run (default 1800)")
     ap.add_argument("--code-dir", default=str(REPO),
                     help="import zoom_pipeline from this directory instead (before/after comparisons)")
-    ap.add_argument("--out", default=str(OUT_DIR / "results.json"), help="where to write the JSON results")
+    ap.add_argument("--out", default=None,
+                    help="where to write the JSON results (default bench/out/results.json, or "
+                         "bench/out/results-SOURCE.json for another --source)")
+    ap.add_argument("--log-dir", default=None,
+                    help="where the child logs go; its *.log files are deleted first (default: bench/out/logs for "
+                         "the default --out, else OUT-STEM-logs beside the --out file)")
     ap.add_argument("--strict", action="store_true", help="exit 2 when a performance target is missed")
     ap.add_argument("--child-env", action="append", default=[], metavar="NAME=VALUE",
                     help="set NAME=VALUE for our CLI runs (repeatable; default ZOOM_MAX_REQUESTS_PER_SECOND=1000 "
@@ -1012,16 +1123,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             ap.error(f"--child-env wants NAME=VALUE, got {item!r}")
         args.child_env_vars[name] = value
     args.size_list = [20_000] if args.quick else [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    args.source_def = by_log[args.source]
+    args.sources = sources
+    if args.out is None:
+        args.out = str(OUT_DIR / ("results.json" if args.source == default_log else f"results-{args.source}.json"))
+    out = Path(args.out).resolve()
+    if args.log_dir is None:
+        # Beside its --out, so runs with different --out never delete each other's logs.
+        args.log_dir = str(OUT_DIR / "logs" if out == OUT_DIR / "results.json" else out.parent / f"{out.stem}-logs")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     global CODE_DIR
-    CODE_DIR = Path(args.code_dir).resolve()
+    CODE_DIR = code_dir_arg(argv)
     if CODE_DIR != REPO:
         sys.path.insert(0, str(CODE_DIR))
         os.environ["PYTHONPATH"] = str(CODE_DIR)  # the simulator too
+    args = parse_args(argv)
+    source = args.source_def
     warnings.filterwarnings("ignore", message=".*is currently in beta.*")
     sizes = args.size_list
     today = datetime.now(UTC).date()
@@ -1035,12 +1155,12 @@ def main(argv: list[str] | None = None) -> int:
     # Explicit handlers: a shell starting the benchmark in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGINT, interrupted)
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    log_dir = OUT_DIR / "logs"
-    shutil.rmtree(log_dir, ignore_errors=True)
-    log_dir.mkdir(parents=True)
+    log_dir = Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for stale in log_dir.glob("*.log"):  # an earlier run's logs, and only those
+        stale.unlink()
     tmp = Path(tempfile.mkdtemp(prefix="zoom-bench-"))
-    bench = Bench(args, tmp, log_dir)
+    bench = Bench(args, tmp, log_dir, source, args.sources)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure; shown in the header
     try:
@@ -1120,6 +1240,11 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                         "memory_mb": round(psutil.virtual_memory().total / MB),
                         "load_before": load_before, "load_after": os.getloadavg()[0]},
+            "source": {"sim_log": args.source, "asset": source.name, "title": source.title, "path": source.path,
+                       "records_key": source.records_key, "prefix": bench.raw_prefix,
+                       "part_prefix": source.part_prefix,
+                       "mapper": f"{source.map_line.__module__}.{source.map_line.__name__}"},
+            "lambda_skipped": bench.lambda_skipped,
             "sizes": sizes,
             "child_env": args.child_env_vars,
             "fixed_cost": None if fixed_wall is None else {

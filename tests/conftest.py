@@ -80,9 +80,9 @@ def fast_step_retries(monkeypatch):
     """Keep Dagster's step retries (the behaviour under test) but not their production back-off."""
     import dagster as dg
 
-    from zoom_pipeline.assets import zoom_operation_logs, zoom_operation_logs_udm
+    from zoom_pipeline.assets import SOURCE_ASSETS
 
-    for asset in (zoom_operation_logs, zoom_operation_logs_udm):
+    for asset in (a for assets in SOURCE_ASSETS.values() for a in assets):
         monkeypatch.setattr(asset.op, "_retry_policy", dg.RetryPolicy(max_retries=2, delay=0.01))
 
 

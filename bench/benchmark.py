@@ -50,7 +50,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -67,6 +66,7 @@ from urllib.parse import urlsplit
 import boto3
 import psutil
 import requests
+from ports import free_port, wait_for_port  # bench/ is on sys.path: the scripts run as files
 
 REPO = Path(__file__).resolve().parent.parent
 CODE_DIR = REPO  # where the pipeline's code is imported from (--code-dir)
@@ -220,23 +220,6 @@ def run_measured(cmd: list[str], env: dict, log_path: Path, timeout: float) -> M
         wall = time.perf_counter() - t0
         _CHILDREN.remove(proc)
     return Measured(wall, peak / MB, proc.returncode, str(log_path))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {HOST}:{port} after {timeout}s")
 
 
 def start_moto(log_dir: Path) -> str:

@@ -13,10 +13,11 @@ import pytest
 import requests
 
 from tests.helpers import REPO, api_listing, canonical, days_ago, free_port, records_of, s3_day
-from zoom_pipeline.constants import RAW_ASSET_KEY
 from zoom_pipeline.partitions import default_start_date
+from zoom_pipeline.sources import OPERATION_LOGS
 
 BIN = Path(sys.executable).parent
+RAW = dg.AssetKey(OPERATION_LOGS.name)
 
 ASSET_QUERY = """
 { assetNodes(assetKeys: [{path: ["zoom_operation_logs"]}]) {
@@ -179,7 +180,7 @@ def test_a_backfill_stopped_by_the_budget_continues_from_failure_after_the_reset
     assert run["status"] == "FAILURE" and range_of(run) == (days[0], days[-1])  # one run for the four days
     assert sim.stats()["report_calls"] == 2
     instance = dg.DagsterInstance.from_config(str(home))
-    assert instance.get_materialized_partitions(RAW_ASSET_KEY) == set(days[:2])
+    assert instance.get_materialized_partitions(RAW) == set(days[:2])
     assert [s3_day(s3, bucket, d) != {} for d in days] == [True, True, False, False]  # nothing half-written
     [failure] = instance.get_records_for_run(run["runId"], of_type=dg.DagsterEventType.STEP_FAILURE).records
     message = failure.event_log_entry.dagster_event.event_specific_data.error.message
@@ -194,7 +195,7 @@ def test_a_backfill_stopped_by_the_budget_continues_from_failure_after_the_reset
     [rerun] = wait_for_backfill(url, relaunched["backfillId"], dev)
     assert rerun["status"] == "SUCCESS" and range_of(rerun) == (days[2], days[3])
     assert sim.stats()["report_calls_by_day"] == {days[2]: 1, days[3]: 1}  # the landed days were not read again
-    assert instance.get_materialized_partitions(RAW_ASSET_KEY) == set(days)
+    assert instance.get_materialized_partitions(RAW) == set(days)
     for day in days:
         assert records_of(s3_day(s3, bucket, day)) == canonical(api_listing(sim, zoom_env, day)), day
     services.stop(dev)

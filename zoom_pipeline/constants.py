@@ -1,7 +1,5 @@
 """Names and defaults shared across the project (configuration enters in `definitions.py`)."""
 
-import dagster as dg
-
 # Each source's prefixes and part names are in sources.py.
 DEFAULT_PAGE_SIZE = 300
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -17,7 +15,6 @@ PART_SUFFIX = ".json.gz"
 
 # Dagster names used by assets, checks, automation, instance config and tests.
 ZOOM_API_POOL = "zoom_api"
-RAW_ASSET_KEY = dg.AssetKey("zoom_operation_logs")
 DAY_MATCHES_ZOOM = "day_matches_zoom"
 DAY_MATCHES_FRESH_LISTING = "day_matches_fresh_listing"
 YESTERDAY_LANDED = "yesterday_landed_by_deadline"

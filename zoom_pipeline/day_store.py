@@ -28,7 +28,7 @@ from dagster_aws.s3 import S3Resource
 from zoom_pipeline.confirmation import DayState
 from zoom_pipeline.constants import DEFAULT_LOCAL_STORE_DIR, PART_SUFFIX
 from zoom_pipeline.ledger import StoredMultiset, line_digests, line_time
-from zoom_pipeline.sources import OPERATION_LOGS, SOURCES, Source
+from zoom_pipeline.sources import OPERATION_LOGS, Source
 from zoom_pipeline.storage import KeyTaken, LocalStore, ObjectStore, S3Store, file_sha256
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -386,7 +386,3 @@ class ZoomStore(dg.ConfigurableResource):
         )
         return DayStore(store, source, prefix=prefix, udm_prefix=udm_prefix, manifest_prefix=manifest_prefix)
 
-    def all_prefixes(self) -> list[str]:
-        """Every prefix of every source, as configured."""
-        return [self.prefixes.get(setting) or default for source in SOURCES
-                for setting, default in (source.prefix, source.udm_prefix, source.manifest_prefix)]

@@ -41,7 +41,7 @@ def validate_day(key: str, *, today: date | None = None) -> date:
     oldest = oldest_served_day(today)
     if day < oldest:
         raise dg.Failure(
-            f"{key} is outside Zoom's retention window: Zoom keeps operation logs for about six months, so the "
+            f"{key} is outside Zoom's retention window: Zoom keeps its reports for about six months, so the "
             f"oldest day it still serves is about {oldest.isoformat()}, so nothing was fetched or written.",
             allow_retries=False,
         )

@@ -150,6 +150,8 @@ def test_confirmation_sensor_asks_for_one_more_pass_of_a_day_awaiting_confirmati
     tick = sensor.evaluate_tick(context)
     [request] = tick.run_requests
     assert request.partition_key == day and request.tags["dagster/priority"] == "-1"
+    # That source only, and its UDM asset too: the part the confirming pass adds must be mapped as well.
+    assert set(request.asset_selection) == {dg.AssetKey("zoom_operation_logs"), dg.AssetKey("zoom_operation_logs_udm")}
     assert sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=tick.cursor,
                                                         repository_def=defs.get_repository_def())).run_requests
 

@@ -11,7 +11,7 @@ from zoom_pipeline.assets import SOURCE_ASSETS
 from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR
 from zoom_pipeline.constants import DAY_MATCHES_FRESH_LISTING, WINDOW_COLLECTED, YESTERDAY_LANDED
 from zoom_pipeline.partitions import daily_partitions
-from zoom_pipeline.sources import SOURCES
+from zoom_pipeline.sources import SOURCES, source_of
 
 DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
 TODAY_BUCKET_SECONDS = 15 * 60
@@ -187,9 +187,10 @@ def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
             awaiting.pop(waiting)  # no longer a partition
         elif len(requests) < CONFIRM_RUNS_PER_TICK and not unfinished_runs_of(context.instance, day):
             # The run key names the pass that left the day open: one request per unproven pass, of that
-            # source only.
+            # source only, with its UDM asset so the part the pass adds is mapped in the same run.
+            selection = [dg.AssetKey(name), dg.AssetKey(source_of(name).udm_name)]
             requests.append(dg.RunRequest(run_key=f"{waiting}@confirm-{storage_id}", partition_key=day,
-                                          asset_selection=[dg.AssetKey(name)], tags=CONFIRM_RUN_TAGS))
+                                          asset_selection=selection, tags=CONFIRM_RUN_TAGS))
     context.update_cursor(json.dumps({"after_by_source": after, "awaiting_by_source": awaiting}))
     if not requests:
         return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass).")

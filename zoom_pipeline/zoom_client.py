@@ -338,6 +338,16 @@ class ZoomClient(dg.ConfigurableResource):
                     timeout=self.timeout,
                 )
             except requests.RequestException as exc:
+                if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                                    requests.exceptions.InvalidURL)):  # no retry can fix a URL: fail at once
+                    shown = re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1***@", self.oauth_token_url)  # never user:pass@
+                    raise ZoomError(
+                        "The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
+                        if isinstance(exc, requests.exceptions.InvalidProxyURL) else
+                        f"ZOOM_OAUTH_TOKEN_URL must be an absolute http(s) URL with a host, such as "
+                        f"'{DEFAULT_OAUTH_TOKEN_URL}', got {shown!r}, which requests cannot call "
+                        f"({type(exc).__name__})."
+                    ) from None
                 last = f"cannot reach Zoom's token endpoint {self.oauth_token_url} ({type(exc).__name__})"
                 self._sleep_backoff(attempt)
                 continue
@@ -401,6 +411,15 @@ class ZoomClient(dg.ConfigurableResource):
                     **self._report_send_settings(url),
                 )
             except requests.RequestException as exc:
+                if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                                    requests.exceptions.InvalidURL)):  # no retry can fix a URL: fail at once
+                    shown = re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1***@", self.api_base_url)  # never user:pass@
+                    raise ZoomError(
+                        "The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
+                        if isinstance(exc, requests.exceptions.InvalidProxyURL) else
+                        f"ZOOM_API_BASE_URL must be an absolute http(s) URL with a host, such as "
+                        f"'{DEFAULT_API_BASE_URL}', got {shown!r}, which requests cannot call ({type(exc).__name__})."
+                    ) from None
                 last = f"connection error ({type(exc).__name__})"
                 stats.retries += 1
                 self._sleep_backoff(attempt, cancelled=cancelled)

@@ -229,6 +229,9 @@ def test_every_fault_kind_is_served_on_its_endpoint_only(sim, http, ep):
         "connection_reset": ({}, lambda r: isinstance(r, requests.ConnectionError)),
         "slow": ({"seconds": 0.2}, lambda r: r.status_code == 200 and r.elapsed.total_seconds() >= 0.2),
         "raw_body": ({"body": '{"x":'}, lambda r: r.status_code == 200 and r.content == b'{"x":'),
+        # The envelope of a last page, without its records list.
+        "malformed_page": ({"shape": "null"}, lambda r: r.status_code == 200 and r.json() == {
+            "from": ep.bound, "to": ep.bound, "page_size": 10, "next_page_token": "", ep.key: None}),
     }
     assert set(checks) == FAULT_KINDS
     for kind, (params, faulted) in checks.items():

@@ -204,6 +204,7 @@ def pass_metadata(found: CollectedDay) -> dict:
         "pages": stats.pages,
         "api_calls": stats.api_calls,
         "api_retries": stats.retries,
+        "malformed_pages_retried": stats.malformed_pages,
         "token_mints": stats.token_mints,
         "tokens_adopted": stats.tokens_adopted,
         "zoom_calls_used_today": stats.calls_used_today if stats.calls_used_today is not None else 0,

@@ -4,7 +4,7 @@ Simulates Server-to-Server OAuth (``POST /oauth/token``) and two report endpoint
 logs (``GET /v2/report/operationlogs``) and the sign-in / sign-out activity report
 (``GET /v2/report/activities``), closely enough to test a real client: Zoom's error bodies and status
 codes, per-endpoint scopes, newest-first offset paging with expiring opaque page tokens, injectable
-faults (429s, 5xx, truncated bodies, resets, ...), events that arrive while a client pages
+faults (429s, 5xx, truncated bodies, 200s without records, resets, ...), events that arrive while a client pages
 (``on_report_call``, ``late_events`` at a chosen position), an unspecified order within one second
 (``configure(shuffle_within_second=True)``), raw invalid UTF-8 inside a record (``bytes`` values), and
 lazily generated days of up to millions of records.
@@ -66,8 +66,12 @@ FAULT_KINDS = frozenset(
         "connection_reset",
         "slow",
         "raw_body",
+        "malformed_page",
     }
 )
+# What a `malformed_page` fault answers with HTTP 200 (as gateways and proxies in front of an API do):
+# the page's envelope with its records list missing, null or an object, or a bare error message.
+MALFORMED_SHAPES = ("missing", "null", "object", "empty", "message")
 TOKEN_FAULT_KINDS = frozenset({"token_server_error", "token_connection_reset", "token_slow"})
 LAST_TOKEN_STYLES = ("empty", "null", "missing")
 DEFAULT_PAGE_SIZE = 30
@@ -1013,10 +1017,14 @@ class ZoomSimulator:
         ``invalid_page_token`` only fires on a request that carries a ``next_page_token``. Faults fire
         before authentication, like a gateway would. Params: ``retry_after`` (rate limits; for daily it
         overrides the ISO timestamp), ``status`` and ``body`` ("json"/"html") for server errors,
-        ``seconds`` for slow, ``limit`` for daily."""
+        ``seconds`` for slow, ``limit`` for daily, ``shape`` for malformed_page (one of
+        ``MALFORMED_SHAPES``: the records list ``missing`` (default), ``null`` or an ``object``, or the
+        body ``{}`` (``empty``) or ``{"message": "upstream timeout"}`` (``message``)), ``body`` for raw_body."""
         if kind not in FAULT_KINDS and kind not in TOKEN_FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of "
                              f"{sorted(FAULT_KINDS | TOKEN_FAULT_KINDS)}")
+        if kind == "malformed_page" and params.get("shape", "missing") not in MALFORMED_SHAPES:
+            raise ValueError(f"unknown malformed_page shape {params['shape']!r}; expected one of {MALFORMED_SHAPES}")
         if int(times) < 1 or int(after_calls) < 0:
             raise ValueError("need times >= 1 and after_calls >= 0")
         where = None if kind in TOKEN_FAULT_KINDS else _log(log).name
@@ -1320,7 +1328,7 @@ class ZoomSimulator:
                         counts.pages -= 1
                         counts.records = served
                 else:
-                    resp = self._fault_response(fault, query, bearer)
+                    resp = self._fault_response(fault, query, bearer, log)
                 for action in self._triggers.pop((log.name, n), []):
                     action()
                 return self._status(counts, resp)
@@ -1346,7 +1354,7 @@ class ZoomSimulator:
                 counts.statuses[key] = counts.statuses.get(key, 0) + 1
         return resp
 
-    def _fault_response(self, fault: _Fault, query: dict, bearer: str) -> _Resp:
+    def _fault_response(self, fault: _Fault, query: dict, bearer: str, log: _Log) -> _Resp:
         kind, params = fault.kind, fault.params
         if kind == "rate_limit_qps":
             headers = [("X-RateLimit-Category", "Heavy"), ("X-RateLimit-Type", "QPS")]
@@ -1378,6 +1386,18 @@ class ZoomSimulator:
             return _api_error(400, 300, MSG_BAD_PAGE_TOKEN)
         if kind == "connection_reset":
             return _Resp(0, reset=True)
+        if kind == "malformed_page":  # a 200 without the records list; its token says "last page"
+            shape = params.get("shape", "missing")
+            if shape == "empty":
+                return _json(200, {})
+            if shape == "message":
+                return _json(200, {"message": "upstream timeout"})
+            body: dict[str, Any] = {"from": log.bound(query.get("from", "")), "to": log.bound(query.get("to", "")),
+                                    "page_size": int(query.get("page_size") or DEFAULT_PAGE_SIZE),
+                                    "next_page_token": ""}
+            if shape != "missing":
+                body[log.records_key] = None if shape == "null" else {}
+            return _json(200, body)
         if kind == "raw_body":  # a 200 with exactly these bytes: JSON that strict parsers refuse, odd shapes
             body = params.get("body", "")
             return _Resp(200, body.encode("latin-1") if isinstance(body, str) else bytes(body))

@@ -98,6 +98,7 @@ class PassStats:
     tokens_adopted: int = 0  # newer tokens another run had shared, taken after Zoom rejected one
     calls_used_today: int | None = None  # report calls the account's runs made today (UTC), this pass's included
     invalid_utf8_records: int = 0
+    malformed_pages: int = 0  # 200 answers that were not a page of the report (retried)
     stopped_early: bool = False
     started_at: float = field(default_factory=time.monotonic)
 
@@ -381,10 +382,12 @@ class ZoomClient(dg.ConfigurableResource):
 
     # ---- one report call -----------------------------------------------------------------
     def _get_page(self, source: Source, day: str, page_token: str | None, stats: PassStats, page_size: int,
-                  cancelled: threading.Event | None = None) -> tuple[dict, int]:
+                  cancelled: threading.Event | None = None, page_number: int = 1) -> tuple[dict, int]:
         """GET one page of a day, retrying what is transient: (body, records with invalid UTF-8).
 
-        Raises PageTokenExpired on code 300 for a page token."""
+        A 200 whose body is not a page of the report (see `parse_page`) is retried like a 5xx: a gateway
+        in front of Zoom can answer 200 with an error or an empty object, and taking that for the last
+        page would end the day early. Raises PageTokenExpired on code 300 for a page token."""
         params = {"from": day, "to": day, "page_size": page_size}
         if page_token:
             params["next_page_token"] = page_token
@@ -426,11 +429,12 @@ class ZoomClient(dg.ConfigurableResource):
                 continue
             status = resp.status_code
             if status == 200:
-                parsed = _parse_page(resp.content, source.records_key)
-                if parsed is not None:
-                    return parsed
-                last = f"a 200 response whose body is not a valid page of {source.title}"
+                try:
+                    return parse_page(resp.content, source.records_key, page_size)
+                except MalformedPage as exc:
+                    last = f"HTTP 200 with a body that is not a page of {source.title}: {exc}"
                 stats.retries += 1
+                stats.malformed_pages += 1
                 self._sleep_backoff(attempt, cancelled=cancelled)
                 continue
             code, message = _zoom_message(resp)
@@ -463,7 +467,8 @@ class ZoomClient(dg.ConfigurableResource):
                 raise PageTokenExpired(message)
             raise ZoomError(self._request_error(source, day, status, code, message))
         raise ZoomRetryableError(
-            f"Zoom {source.title} for {day}: gave up after {self.max_attempts} attempts; last problem: {last}."
+            f"Zoom {source.title} for {day}, page {page_number}: gave up after {self.max_attempts} attempts; "
+            f"last problem: {last}. Nothing of the day was written by this pass."
         )
 
     @staticmethod
@@ -553,7 +558,7 @@ class DayPass:
                 while not cancelled.is_set():
                     try:
                         page, invalid = self.client._get_page(self.source, self.day, page_token, self.stats,
-                                                              self.page_size, cancelled)
+                                                              self.page_size, cancelled, number + 1)
                     except PageTokenExpired:
                         restarts += 1
                         self.stats.restarts = restarts
@@ -566,7 +571,7 @@ class DayPass:
                         if not hand_over(RESTART):
                             return
                         continue
-                    records = page.get(self.source.records_key) or []
+                    records = page[self.source.records_key]
                     page_token = page.get("next_page_token") or None
                     number += 1
                     stop = stop_before_time is not None and _has_older(records, stop_before_time)
@@ -632,9 +637,18 @@ def _has_older(records: list, threshold: str) -> bool:
     return False
 
 
-def _parse_page(body: bytes, records_key: str) -> tuple[dict, int] | None:
-    """A page of records and how many held invalid UTF-8, or None for a body that is not a page
-    (truncated, or an error object)."""
+class MalformedPage(ValueError):
+    """A 200 whose body is not a page of the report; the message says what was wrong with it."""
+
+
+def parse_page(body: bytes, records_key: str, page_size: int | None = None) -> tuple[dict, int]:
+    """A page of records and how many held invalid UTF-8; MalformedPage for anything else.
+
+    A page is what the endpoint documents: a JSON object whose `records_key` is a list of record
+    objects, no longer than the page size asked for, and whose `next_page_token`, if present, is a
+    string or null. Anything else (a truncated body, an error object, `{}`, a null or missing list)
+    is not "the last page": it says nothing about where the day ends.
+    """
     invalid = 0
     try:
         page = orjson.loads(body)
@@ -644,7 +658,7 @@ def _parse_page(body: bytes, records_key: str) -> tuple[dict, int] | None:
         try:
             page = json.loads(body.decode("utf-8", "surrogateescape"))
         except ValueError:
-            return None
+            raise MalformedPage(f"the body is not JSON ({len(body)} bytes)") from None
         if isinstance(page, dict) and isinstance(page.get(records_key), list):
             records = page[records_key]
             for i, rec in enumerate(records):
@@ -652,11 +666,39 @@ def _parse_page(body: bytes, records_key: str) -> tuple[dict, int] | None:
                 if mended is not rec:
                     records[i] = mended
                     invalid += 1
-    if not isinstance(page, dict) or not isinstance(page.get(records_key) or [], list):
-        return None
-    if records_key not in page and "code" in page:  # an error object dressed as a 200
-        return None
+    problem = _page_problem(page, records_key, page_size)
+    if problem:
+        raise MalformedPage(problem)
     return page, invalid
+
+
+def _json_kind(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _page_problem(page, records_key: str, page_size: int | None) -> str | None:
+    """What keeps `page` from being a page of the report, in a few words, or None."""
+    if not isinstance(page, dict):
+        return f"the body is {_json_kind(page)}, not an object"
+    if records_key not in page:
+        keys = ", ".join(sorted(str(k)[:40] for k in page)[:10]) or "none"
+        said = page.get("message") or page.get("error") or page.get("reason")
+        code = f"code {page['code']}: " if "code" in page else ""
+        told = f' saying "{code}{str(said)[:160]}"' if said or code else ""
+        return f'it has no "{records_key}" list (its keys: {keys}){told}'
+    records = page[records_key]
+    if not isinstance(records, list):
+        return f'"{records_key}" is {_json_kind(records)}, not a list'
+    odd = next((i for i, rec in enumerate(records) if not isinstance(rec, dict)), None)
+    if odd is not None:
+        return f'record {odd + 1} of "{records_key}" is {_json_kind(records[odd])}, not an object'
+    if page_size is not None and len(records) > page_size:
+        return f"it holds {len(records)} records, more than the page size of {page_size} asked for"
+    token = page.get("next_page_token")
+    if token is not None and not isinstance(token, str):
+        return f'"next_page_token" is {_json_kind(token)}, not a string'
+    return None
 
 
 _UNDECODABLE = re.compile("[\udc80-\udcff]")

@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import days_ago, sim_log, zoom_client
 from zoom_pipeline.simulator import ZoomSimulator
-from zoom_pipeline.zoom_client import RESTART, ZoomDailyLimitError, ZoomError
+from zoom_pipeline.zoom_client import RESTART, ZoomClient, ZoomDailyLimitError, ZoomError
 
 
 def records(day_pass, **kw) -> list[dict]:
@@ -121,3 +121,23 @@ def test_an_abandoned_pass_stops_its_fetcher_at_once_instead_of_waiting_out_retr
     pages.close()  # what a failing step or a terminated run does to the pass
     assert time.monotonic() - started < 2
     assert sim.stats()["report_calls"] == sim.stats()["by_log"][sim_log(source)]["report_calls"] == 2
+
+
+@pytest.mark.parametrize("setting, field", [("ZOOM_API_BASE_URL", "api_base_url"),
+                                            ("ZOOM_OAUTH_TOKEN_URL", "oauth_token_url")])
+def test_a_url_requests_cannot_call_fails_at_once_naming_its_setting(sim, zoom_env, source, setting, field,
+                                                                       monkeypatch):
+    backoffs = []
+    monkeypatch.setattr(ZoomClient, "_sleep_backoff", lambda self, attempt, *a, **kw: backoffs.append(attempt))
+    day = days_ago(1)
+    sim.generate_day(day, 10, log=sim_log(source))
+    day_pass = zoom_client(dict(zoom_env, **{setting: "not-a-url"})).day_pass(day, source=source)
+    with pytest.raises(ZoomError, match=rf"^{setting} must be an absolute http\(s\) URL with a host, .* got "
+                                        r"'not-a-url', which requests cannot call \(MissingSchema\)\.$"):
+        records(day_pass)
+    assert backoffs == [] and day_pass.stats.retries == 0  # not taken for a connection error: no retry
+    assert sim.stats()["report_calls"] == 0
+    if field == "api_base_url":
+        assert day_pass.stats.api_calls == 1 and sim.stats()["token_calls"] == 1
+    else:
+        assert day_pass.stats.api_calls == 0 and sim.stats()["token_calls"] == 0

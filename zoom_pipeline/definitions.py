@@ -1,9 +1,12 @@
 """Everything Dagster loads, and the one place where configuration enters."""
 
 import os
+import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string
 from dagster_aws.s3 import S3Resource
 
 from zoom_pipeline.account import (
@@ -36,17 +39,51 @@ from zoom_pipeline.io_manager import ZoomLogsIOManager
 from zoom_pipeline.sources import SOURCES
 from zoom_pipeline.zoom_client import ZoomClient
 
+MAX_PAGE_SIZE = 300  # Zoom serves at most 300 records a page
 
-def _setting(env: Mapping[str, str], name: str, default):
-    """An optional setting: resolved at launch from the environment when set, else its default."""
-    if not env.get(name):
+
+def _setting(env: Mapping[str, str], name: str, default: str):
+    """An optional text setting: resolved at launch from the environment when set, else its default."""
+    return dg.EnvVar(name) if env.get(name) else default
+
+
+def _url(env: Mapping[str, str], name: str, default: str):
+    """An optional URL setting, checked when the definitions load: an absolute http(s) URL with a host,
+    else ValueError with one sentence (a user:pass@ part is never shown). Still an EnvVar when set."""
+    raw = env.get(name)
+    if not raw:
         return default
-    if isinstance(default, float):  # Dagster has no float EnvVar: read it now, with a clear error
-        try:
-            return float(env[name])
-        except ValueError:
-            raise ValueError(f"{name} must be a number of seconds, got {env[name]!r}.") from None
-    return dg.EnvVar.int(name) if isinstance(default, int) else dg.EnvVar(name)
+    try:
+        parts = urlsplit(raw)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # e.g. an unclosed [IPv6 bracket or a port that is not a number
+        ok = False
+    if not ok or re.search(r"[\s\x00-\x1f\x7f]", raw):
+        shown = re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1***@", raw)
+        raise ValueError(f"{name} must be an absolute http:// or https:// URL with a host, such as {default!r}, "
+                         f"got {shown!r}.")
+    return _setting(env, name, default)
+
+
+def _page_size(env: Mapping[str, str]) -> int:
+    """PAGE_SIZE, read when the definitions load: a whole number from 1 to 300, else ValueError."""
+    raw = (env.get("PAGE_SIZE") or "").strip()
+    if not raw:
+        return DEFAULT_PAGE_SIZE
+    if re.fullmatch(r"[0-9]+", raw) and 1 <= int(raw) <= MAX_PAGE_SIZE:
+        return int(raw)
+    raise ValueError(f"PAGE_SIZE must be a whole number from 1 to {MAX_PAGE_SIZE} (Zoom serves at most "
+                     f"{MAX_PAGE_SIZE} records a page), got {env['PAGE_SIZE']!r}.")
+
+
+def _cron(env: Mapping[str, str]) -> str:
+    """ZOOM_DAILY_SCHEDULE_CRON, or the default when unset: a cron expression Dagster accepts, else
+    ValueError with one sentence."""
+    value = env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON
+    if not is_valid_cron_string(value):  # what Dagster's ScheduleDefinition checks (no exception of its own)
+        raise ValueError("ZOOM_DAILY_SCHEDULE_CRON must be a five-field cron expression that can fire (minute hour "
+                         f"day month weekday, UTC), such as {DEFAULT_DAILY_SCHEDULE_CRON!r}, got {value!r}.")
+    return value
 
 
 def _positive(env: Mapping[str, str], name: str, default: float | int, what: str):
@@ -88,10 +125,11 @@ def build_resources(env: Mapping[str, str] = os.environ) -> dict:
             account_id=dg.EnvVar("ZOOM_ACCOUNT_ID"),
             client_id=dg.EnvVar("ZOOM_CLIENT_ID"),
             client_secret=dg.EnvVar("ZOOM_CLIENT_SECRET"),
-            api_base_url=_setting(env, "ZOOM_API_BASE_URL", DEFAULT_API_BASE_URL),
-            oauth_token_url=_setting(env, "ZOOM_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
-            page_size=_setting(env, "PAGE_SIZE", DEFAULT_PAGE_SIZE),
-            timeout=_setting(env, "TIMEOUT", DEFAULT_TIMEOUT_SECONDS),
+            # Checked when the definitions load, so a bad value fails there with one sentence:
+            api_base_url=_url(env, "ZOOM_API_BASE_URL", DEFAULT_API_BASE_URL),
+            oauth_token_url=_url(env, "ZOOM_OAUTH_TOKEN_URL", DEFAULT_OAUTH_TOKEN_URL),
+            page_size=_page_size(env),
+            timeout=_positive(env, "TIMEOUT", DEFAULT_TIMEOUT_SECONDS, "seconds per HTTP request"),
             # What all runs of the instance share about the account (zoom_pipeline/account.py), read when
             # the definitions load so a bad value fails there:
             #   ZOOM_MAX_REQUESTS_PER_SECOND  report calls a second, all runs together (default 5: half of
@@ -130,7 +168,7 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
         asset_checks=[check for source in SOURCES for check in build_source_checks(source, deadline_hour)],
         jobs=[zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job],
         schedules=[
-            build_zoom_daily_schedule(env.get("ZOOM_DAILY_SCHEDULE_CRON") or DEFAULT_DAILY_SCHEDULE_CRON),
+            build_zoom_daily_schedule(_cron(env)),
             build_zoom_freshness_schedule(deadline_hour),
         ],
         sensors=[zoom_today_sensor, zoom_confirmation_sensor],

@@ -1,6 +1,7 @@
 """The one partitioning of this project: UTC days, today included, and the edge of Zoom's window."""
 
 import os
+import re
 from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
@@ -22,10 +23,31 @@ def default_start_date(today: date | None = None) -> str:
     return oldest_served_day(today).replace(day=1).isoformat()
 
 
+def check_start_date(value: str, today: date | None = None) -> str:
+    """ZOOM_LOGS_START_DATE as YYYY-MM-DD, else ValueError with one sentence.
+
+    A day after today is refused (not even today would be a partition); a day older
+    than Zoom's window is allowed: its partitions exist and fail at run time with one sentence each."""
+    text = value.strip()
+    try:
+        if not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", text):
+            raise ValueError
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"ZOOM_LOGS_START_DATE must be a date YYYY-MM-DD, got {value!r}.") from None
+    today = today or datetime.now(UTC).date()
+    if day > today:
+        raise ValueError(
+            f"ZOOM_LOGS_START_DATE must not be after today ({today.isoformat()} UTC), got {value!r}."
+        )
+    return text
+
+
 def build_daily_partitions(start_date: str | None = None) -> dg.DailyPartitionsDefinition:
-    """Daily UTC partitions from `start_date`; `end_offset=1` makes today a partition too."""
+    """Daily UTC partitions from `start_date` (checked: see check_start_date); `end_offset=1` makes today
+    a partition too."""
     return dg.DailyPartitionsDefinition(
-        start_date=start_date or default_start_date(),
+        start_date=check_start_date(start_date) if start_date else default_start_date(),
         end_offset=1,
         timezone="UTC",
     )

@@ -145,19 +145,38 @@ def zoom_today_sensor(context: dg.SensorEvaluationContext):
 CONFIRM_MAX_PASSES = 5  # a day still unproven after this many passes is left to the check's warning
 CONFIRM_RUNS_PER_TICK = 10
 CONFIRM_RUN_TAGS = {"dagster/priority": "-1"}  # behind backfills and the daily automation
+CONFIRM_TRIES_PER_PASS = 3  # confirming runs of one unproven pass that may fail (or be canceled)
+CONFIRMATION_SENSOR_NAME = "zoom_confirmation_sensor"
+# The daemon tags each run a sensor requests with its run key and the sensor's name, and skips any later
+# request whose key a run of that sensor already carries, whatever became of that run (Dagster 1.13:
+# _create_sensor_run, fetch_existing_runs and _get_or_create_sensor_run in dagster/_daemon/sensor.py).
+# So a failed confirming run is retried under a key of its own, found again through these tags.
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+FINISHED_RUN_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def confirm_run_keys(waiting: str, storage_id: int) -> list[str]:
+    """The run keys of the tries at confirming the pass `storage_id` of `waiting` ("source/day"): the first
+    is `<source>/<day>@confirm-<storage_id>` (as before retries existed), then `...-try2`, `...-try3`."""
+    first = f"{waiting}@confirm-{storage_id}"
+    return [first] + [f"{first}-try{n}" for n in range(2, CONFIRM_TRIES_PER_PASS + 1)]
 
 
 @dg.sensor(
+    name=CONFIRMATION_SENSOR_NAME,
     job=zoom_operation_logs_job,
     minimum_interval_seconds=15 * 60,
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Confirms days whose latest complete pass left same-second groups unproven (day_exact false): requests "
-        f"one more complete pass of each, with another page size, up to {CONFIRM_MAX_PASSES} passes a day."
+        f"one more complete pass of each, with another page size, up to {CONFIRM_MAX_PASSES} passes a day; a "
+        f"confirming run that fails is requested again, up to {CONFIRM_TRIES_PER_PASS} runs per unproven pass."
     ),
 )
 def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
-    # Cursor: the last materialization read per source, and the awaiting days as "source/day".
+    # Cursor: the last materialization read per source, and the awaiting days as "source/day". The tries
+    # of each pass are not in it: they are the runs carrying its run keys.
     state = json.loads(context.cursor) if context.cursor else {}
     after: dict[str, int] = state.get("after_by_source", {})
     awaiting: dict[str, int] = state.get("awaiting_by_source", {})
@@ -180,20 +199,53 @@ def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
             else:
                 awaiting[waiting] = record.storage_id
     first = daily_partitions.start.date().isoformat()
-    requests = []
+    requests, given_up = [], []
     for waiting, storage_id in sorted(awaiting.items(), key=lambda item: item[0].split("/")[1]):
         name, day = waiting.split("/")
         if day < first:
             awaiting.pop(waiting)  # no longer a partition
-        elif len(requests) < CONFIRM_RUNS_PER_TICK and not unfinished_runs_of(context.instance, day):
-            # The run key names the pass that left the day open: one request per unproven pass, of that
-            # source only, with its UDM asset so the part the pass adds is mapped in the same run.
-            selection = [dg.AssetKey(name), dg.AssetKey(source_of(name).udm_name)]
-            requests.append(dg.RunRequest(run_key=f"{waiting}@confirm-{storage_id}", partition_key=day,
-                                          asset_selection=selection, tags=CONFIRM_RUN_TAGS))
+            continue
+        if len(requests) >= CONFIRM_RUNS_PER_TICK or unfinished_runs_of(context.instance, day):
+            continue
+        # The run key names the pass that left the day open: one request per unproven pass (and per try),
+        # of that source only, with its UDM asset so the part the pass adds is mapped in the same run.
+        keys = confirm_run_keys(waiting, storage_id)
+        tried = {
+            run.tags[RUN_KEY_TAG]: run
+            for run in context.instance.get_runs(
+                dg.RunsFilter(tags={RUN_KEY_TAG: keys, SENSOR_NAME_TAG: CONFIRMATION_SENSOR_NAME})
+            )
+        }
+        if tried and (
+            any(run.status not in FINISHED_RUN_STATUSES for run in tried.values())
+            # A try that landed its pass after the reads above: the next tick reads its verdict.
+            or context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[day],
+                                      after_storage_id=after.get(name, storage_id)),
+                limit=1,
+            ).records
+        ):
+            continue
+        untried = [run_key for run_key in keys if run_key not in tried]
+        if not untried:
+            # Every try ended without a pass: stop asking for this one (a later complete pass of the
+            # day, e.g. a rerun, is a new pass with tries of its own).
+            awaiting.pop(waiting)
+            given_up.append(f"{name} {day}")
+            context.log.warning(
+                f"{name} {day} still awaits confirmation after {len(keys)} failed confirming runs "
+                f"({', '.join(run.run_id for run in tried.values())}); the sensor stops requesting it. "
+                "Rerun the day once Zoom answers to confirm it."
+            )
+            continue
+        selection = [dg.AssetKey(name), dg.AssetKey(source_of(name).udm_name)]
+        requests.append(dg.RunRequest(run_key=untried[0], partition_key=day,
+                                      asset_selection=selection, tags=CONFIRM_RUN_TAGS))
     context.update_cursor(json.dumps({"after_by_source": after, "awaiting_by_source": awaiting}))
     if not requests:
-        return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass).")
+        stopped = (f"; stopped requesting {', '.join(given_up)} after {CONFIRM_TRIES_PER_PASS} failed "
+                   "confirming runs" if given_up else "")
+        return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass){stopped}.")
     return requests
 
 

@@ -280,7 +280,20 @@ def test_next_page_size_minimises_cut_groups_then_cut_splits_then_prefers_larger
 def test_a_smaller_largest_size_is_respected():
     assert next_page_size(state_awaiting((199, 200)), 200) == 199
     assert next_page_size(state_awaiting((0, 500)), 200) == 200  # every size cuts it: the largest
-    assert next_page_size(state_awaiting((99, 100)), 100) == 100  # never below the largest when that is small
+    assert next_page_size(state_awaiting((99, 100)), 100) == 99  # a small PAGE_SIZE still has sizes to try
+    assert next_page_size(state_awaiting((49, 50)), 100) == 100  # 100 does not cut it
+
+
+def test_page_sizes_stay_within_what_zoom_serves():
+    # PAGE_SIZE beyond Zoom's 300, or 0, is refused at load; here the search still never leaves 1..300.
+    assert next_page_size(None, 1000) == 300 and next_page_size(None, 0) == 1
+    assert next_page_size(state_awaiting((299, 300)), 1000) == 299
+    assert next_page_size(state_awaiting((597, 598)), 1000) == 300
+    # With one record a page every pair is cut: a larger size Zoom serves keeps it whole.
+    assert next_page_size(state_awaiting((10, 11)), 1) == 300
+    for largest in (1, 7, 100, 150, 299, 300, 301, 10_000):
+        for span in [(0, 1), (149, 150), (299, 300), (1190, 1205)]:
+            assert 1 <= next_page_size(state_awaiting(span), largest) <= 300
 
 
 # ---- which stored copies a listing proves surplus ---------------------------------------------------

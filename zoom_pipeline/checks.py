@@ -29,6 +29,7 @@ from zoom_pipeline.constants import (
     ZOOM_API_POOL,
 )
 from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
+from zoom_pipeline.ledger import line_digests
 from zoom_pipeline.partitions import daily_partitions, oldest_served_day, validate_day
 from zoom_pipeline.sources import OPERATION_LOGS, Source
 from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
@@ -53,12 +54,17 @@ class Drift:
     extra_examples: list[bytes] = field(default_factory=list)
     parts_without_manifest: list[str] = field(default_factory=list)
     parts_not_matching_manifest: list[str] = field(default_factory=list)
+    short_by: int = 0  # records this listing lacks against an earlier, longer one (it proves nothing)
+    from_other_listings: int = 0  # copies a racing run stored from its own listing, which this one did not show
 
-    def settle(self, listed: int, stored_after: int, provable_extra: int) -> None:
+    def settle(self, listed: int, stored_after: int, provable_extra: int, longest: int = 0) -> None:
         """Storage never holds more of a record than one page showed, so once it holds as many records
-        as Zoom lists it holds exactly Zoom's: the difference of the totals is what is still open."""
-        self.extra = max(provable_extra, stored_after - listed)
-        self.awaiting = max(0, listed - stored_after - self.missing)
+        as Zoom lists it holds exactly Zoom's: the difference of the totals is what is still open. Zoom
+        lists at least the longest listing any complete pass saw (it never deletes)."""
+        known = max(listed, longest)
+        self.short_by = known - listed
+        self.extra = max(provable_extra, stored_after - known)
+        self.awaiting = max(0, known - stored_after - self.missing)
 
 
 def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
@@ -71,31 +77,60 @@ def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
     stored_after = found.stored_before
     sha = found.part.sha256 if found.part is not None else None
     ours = next((n for n in added if sha and manifests.get(n, {}).get("sha256") == sha), None)
-    others = DayParts(after.folder, tuple(n for n in added if n != ours))
+    others = tuple(n for n in added if n != ours)
+    drift.unproven, drift.extra_examples = found.unshown.unproven, list(found.unshown.extra_examples)
     if ours is not None:
         stored_after += found.part.records
-    if others.names:  # a racing run wrote too: count what it stored, and what of ours it covers
-        theirs = days.digest(others).multiset
-        stored_after += len(theirs)
-        if ours is None:
-            taken: Counter = Counter()
-            for d in found.ledger.written.all:
-                taken[d] += 1
-                if taken[d] > theirs.count(d):
-                    drift.missing += 1
+    if others:
+        stored_after += _racing_copies(days, found, DayParts(after.folder, others), manifests, drift,
+                                       ours=found.part.records if ours is not None else 0)
     elif ours is None and found.part is not None:
         drift.missing = found.part.records
-    drift.unproven, drift.extra_examples = found.unshown.unproven, list(found.unshown.extra_examples)
-    drift.settle(found.ledger.listed, stored_after, found.unshown.extra)
+    longest = found.previous_state.longest_listed if found.previous_state else 0
+    drift.settle(found.ledger.listed, stored_after, found.unshown.extra, longest)
     drift.awaiting_groups = len(found.state.awaiting) if found.state and drift.awaiting else 0
     return drift
+
+
+def _vouched(manifest: dict | None) -> bool:
+    """A part a run of the pipeline stored and described itself (not one found without a manifest)."""
+    return bool(manifest) and manifest.get("pass") in ("complete", "refresh") and not manifest.get("recovered")
+
+
+def _racing_copies(days: DayStore, found: CollectedDay, racing: DayParts, manifests: dict, drift: Drift, *,
+                   ours: int) -> int:
+    """The copies of parts other runs stored while this pass ran that count against this pass's listing.
+
+    Like with like: a racing run stored its own listing of the day, which may be later and longer. Its
+    copies this listing showed count; those it did not are that run's to judge (its own check), so they
+    are set aside as `from_other_listings`, unless the part is not vouched for by a pipeline manifest:
+    then nothing explains them, and they count (as extra, with examples). Sets `drift.missing` to the
+    copies this listing showed that neither this run's part nor the racing parts hold."""
+    available = Counter(found.ledger.written.all)  # what this listing showed beyond what the day held
+    counted = 0
+    for name in sorted(racing.names, key=lambda n: not _vouched(manifests.get(n))):  # vouched parts first
+        vouched = _vouched(manifests.get(name))
+        for batch in days.batches(racing, name):
+            for line, d in zip(batch, line_digests(batch), strict=True):
+                if available[d] > 0:
+                    available[d] -= 1
+                    counted += 1
+                elif vouched:
+                    drift.from_other_listings += 1
+                else:
+                    counted += 1
+                    if len(drift.extra_examples) < EXAMPLES:
+                        drift.extra_examples.append(line)
+    drift.missing = max(0, sum(available.values()) - ours)
+    return counted
 
 
 def fresh_listing_drift(days: DayStore, found: CollectedDay) -> Drift:
     """A listing made without writing (`collect(write=False)`) against what storage holds."""
     drift = Drift(missing=found.ledger.new, missing_examples=list(found.missing_examples))
     drift.unproven, drift.extra_examples = found.unshown.unproven, list(found.unshown.extra_examples)
-    drift.settle(found.ledger.listed, found.stored_before + found.ledger.new, found.unshown.extra)
+    longest = found.previous_state.longest_listed if found.previous_state else 0
+    drift.settle(found.ledger.listed, found.stored_before + found.ledger.new, found.unshown.extra, longest)
     drift.awaiting_groups = len(found.ledger.unconfirmed) if drift.awaiting else 0
     manifests = days.manifests(found.day)
     drift.parts_without_manifest = [n for n in found.parts_before.names if n not in manifests]
@@ -128,6 +163,8 @@ def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, 
         "extra_examples": dg.MetadataValue.json(_show(drift.extra_examples)),
         "parts_without_manifest": dg.MetadataValue.json(drift.parts_without_manifest),
         "parts_not_matching_manifest": dg.MetadataValue.json(drift.parts_not_matching_manifest),
+        "listing_short_by": drift.short_by,
+        "copies_from_other_listings": drift.from_other_listings,
         "api_calls": api_calls,
         "prefix": prefix,
     }
@@ -137,11 +174,18 @@ def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, 
             description=(
                 f"{day} drifted from Zoom: {drift.missing} listed copies are not stored (a later run of the day "
                 f"adds records that arrived late) and {drift.extra} stored copies are more than Zoom lists "
-                "(damage: an object changed or added outside the pipeline)."
+                "(damage: an object changed or added outside the pipeline, or a listing of Zoom's that ended "
+                "early)."
             ),
         )
-    if drift.awaiting or drift.parts_without_manifest or drift.parts_not_matching_manifest:
+    if drift.short_by or drift.awaiting or drift.parts_without_manifest or drift.parts_not_matching_manifest:
         notes = []
+        if drift.short_by:
+            notes.append(
+                f"Zoom listed {found.ledger.listed} records, {drift.short_by} fewer than an earlier complete pass "
+                "listed; Zoom never deletes, so this listing ended early and proves nothing (the day is not proven "
+                "exact until a complete pass lists at least as many)"
+            )
         if drift.awaiting:
             notes.append(
                 f"Zoom counts {drift.awaiting} more record(s) than any page has shown yet: they await confirmation "
@@ -160,7 +204,9 @@ def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, 
     return dg.AssetCheckResult(
         check_name=check_name, passed=True, metadata=metadata,
         description=(f"{day} matches Zoom record for record: {found.ledger.listed} records, none more often than a "
-                     "page lists it, as many as Zoom counts."),
+                     "page lists it, as many as Zoom counts."
+                     + (f" A racing run stored {drift.from_other_listings} more cop(ies) from its own, later listing "
+                        "of the day, which its own check compares." if drift.from_other_listings else "")),
     )
 
 

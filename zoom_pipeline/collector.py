@@ -160,7 +160,15 @@ def collect(
             "with the day Zoom listed them under (Zoom's from/to are taken as UTC days).")
     found.complete = complete and not day_pass.stats.stopped_early
     if found.complete:
-        found.unshown = unshown_copies(days, parts, ledger)
+        longest = previous.longest_listed if previous else 0
+        if ledger.listed < longest:
+            # Zoom never deletes: a listing shorter than an earlier one ended early (a page that was not
+            # what it seemed, a listing cut short) and proves nothing, neither copies nor damage.
+            found.unshown = Unshown(unproven=sum(1 for _ in ledger.stored.unaccounted()))
+            log(f"{day}: Zoom listed {ledger.listed} records, fewer than the {longest} an earlier complete pass "
+                "listed; Zoom never deletes, so this listing is incomplete and proves nothing about the day.")
+        else:
+            found.unshown = unshown_copies(days, parts, ledger)
         if found.unshown.extra:
             log(f"{day}: {found.unshown.extra} stored copies are more than Zoom lists (the pass proves their "
                 "second's group): the day was changed outside the pipeline.")

@@ -18,6 +18,7 @@ truth. Each complete pass leaves a `DayState`, stored as the day's pass record.
 
 from dataclasses import asdict, dataclass, field
 
+from zoom_pipeline.constants import ZOOM_MAX_PAGE_SIZE
 from zoom_pipeline.ledger import GroupSpan, PassLedger
 
 SMALLEST_PAGE_SIZE = 150  # at most twice the calls of a full-size pass
@@ -33,10 +34,21 @@ class DayState:
     awaiting: list[GroupSpan] = field(default_factory=list)  # where the next pass should not cut
     passes: int = 1
     extra: int = 0  # stored copies the pass proved Zoom has fewer of (changed outside the pipeline)
+    # The longest listing of the day any complete pass saw: Zoom never deletes, so it lists at least this.
+    longest_listed: int = 0
+
+    def __post_init__(self) -> None:
+        self.longest_listed = max(self.longest_listed, self.listed)
+
+    @property
+    def short_by(self) -> int:
+        """How many records this pass's listing lacks against an earlier, longer one (0: none)."""
+        return max(0, self.longest_listed - self.listed)
 
     @property
     def exact(self) -> bool:
-        return self.stored == self.listed and not self.extra
+        # A listing shorter than an earlier one ended early somewhere: it proves nothing.
+        return self.stored == self.listed and not self.extra and not self.short_by
 
     @property
     def awaiting_records(self) -> int:
@@ -50,8 +62,10 @@ class DayState:
     def from_json(cls, data: dict) -> "DayState":
         awaiting = [GroupSpan(g["time"], g["first"], g["last"], g["records"], [tuple(s) for s in g["splits"]])
                     for g in data.get("awaiting") or []]
-        return cls(listed=int(data["listed"]), stored=int(data["stored"]), page_size=int(data["page_size"]),
-                   awaiting=awaiting, passes=int(data.get("passes") or 1), extra=int(data.get("extra") or 0))
+        listed = int(data["listed"])
+        return cls(listed=listed, stored=int(data["stored"]), page_size=int(data["page_size"]),
+                   awaiting=awaiting, passes=int(data.get("passes") or 1), extra=int(data.get("extra") or 0),
+                   longest_listed=int(data.get("longest_listed") or 0))
 
 
 def after_pass(previous: DayState | None, ledger: PassLedger, page_size: int, *, extra: int = 0) -> DayState:
@@ -61,15 +75,17 @@ def after_pass(previous: DayState | None, ledger: PassLedger, page_size: int, *,
     (storage is only ever written by the page rule); copies added outside the pipeline void it."""
     passes = (previous.passes if previous else 0) + 1
     stored = len(ledger.stored) + ledger.new
-    if stored == ledger.listed and not extra:
-        return DayState(ledger.listed, stored, page_size, passes=passes)
+    longest = max(ledger.listed, previous.longest_listed if previous else 0)
+    if stored == ledger.listed and not extra and longest == ledger.listed:
+        return DayState(ledger.listed, stored, page_size, passes=passes, longest_listed=longest)
     awaiting = list(ledger.unconfirmed)
     if previous is not None and previous.listed == ledger.listed and previous.awaiting:
         # Nothing arrived since (Zoom never deletes): a group the previous pass had whole on one page is
         # complete in storage, so only groups both passes cut can still lack a copy.
         before = {g.time for g in previous.awaiting}
         awaiting = [g for g in awaiting if g.time in before] or awaiting
-    return DayState(ledger.listed, stored, page_size, awaiting=awaiting, passes=passes, extra=extra)
+    return DayState(ledger.listed, stored, page_size, awaiting=awaiting, passes=passes, extra=extra,
+                    longest_listed=longest)
 
 
 def proven_by(ledger: PassLedger):
@@ -83,15 +99,22 @@ def proven_by(ledger: PassLedger):
 
 
 def next_page_size(state: DayState | None, largest: int) -> int:
-    """The largest page size (down to SMALLEST_PAGE_SIZE) that cuts the fewest awaiting groups, then
-    the fewest split records; `largest` when nothing awaits."""
+    """The page size of the next complete pass: the one that cuts the fewest awaiting groups, then the
+    fewest split records, then stays within `largest` (PAGE_SIZE), then is the largest; `largest`
+    when nothing awaits.
+
+    Sizes are searched from half of `largest` (at most twice the calls of a full-size pass; never below
+    SMALLEST_PAGE_SIZE's half-of-300 for the default) up to ZOOM_MAX_PAGE_SIZE, what Zoom serves: a small
+    PAGE_SIZE must not leave a single candidate that can never uncut a group, and a size Zoom would not
+    serve has boundaries no pass sees."""
+    largest = max(1, min(largest, ZOOM_MAX_PAGE_SIZE))
     if state is None or state.exact or not state.awaiting:
         return largest
-    smallest = min(SMALLEST_PAGE_SIZE, largest)
+    smallest = min(SMALLEST_PAGE_SIZE, -(-largest // 2))
 
-    def cuts(size: int) -> tuple[int, int, int]:
+    def cuts(size: int) -> tuple[int, int, bool, int]:
         groups = sum(1 for g in state.awaiting if g.first // size != g.last // size)
         splits = sum(1 for g in state.awaiting for a, b in g.splits if a // size != b // size)
-        return groups, splits, -size
+        return groups, splits, size > largest, -size
 
-    return min(range(largest, smallest - 1, -1), key=cuts)
+    return min(range(ZOOM_MAX_PAGE_SIZE, smallest - 1, -1), key=cuts)

@@ -2,6 +2,7 @@
 
 # Each source's prefixes and part names are in sources.py.
 DEFAULT_PAGE_SIZE = 300
+ZOOM_MAX_PAGE_SIZE = 300  # the most records Zoom serves on one page of a report
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_API_BASE_URL = "https://api.zoom.us/v2"
 DEFAULT_OAUTH_TOKEN_URL = "https://zoom.us/oauth/token"

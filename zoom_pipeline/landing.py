@@ -1,16 +1,18 @@
 """Landing one pass: its temp part becomes the day's next numbered part, then the day's records.
 
     CollectedDay ─► conditional put of the next part (a racing run's records dropped) ─► its manifest
-                 ─► manifests for parts a killed run left without one ─► the pass record (complete passes)
+                 ─► manifests for parts a killed run left without one
+                 ─► the pass record (complete passes; a racing run's later listing stands)
 
 The raw asset lands each day itself, as soon as it is collected: Dagster stores an asset's output
 only when its step ends, and a run of many days must keep the days before a failure.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from zoom_pipeline.collector import CollectedDay
+from zoom_pipeline.confirmation import DayState
 from zoom_pipeline.day_store import DayParts, DayStore, PartWriter, TempPart, manifest, utc_now
 from zoom_pipeline.ledger import line_digests, line_time
 from zoom_pipeline.storage import KeyTaken
@@ -39,8 +41,10 @@ def land(days: DayStore, found: CollectedDay, *, run_id: str | None, warn: Calla
         if found.part is not None:
             landed = _commit(days, found, run_id=run_id, warn=warn)
         _heal_manifests(days, day, run_id=run_id, warn=warn)
-        if found.state is not None:
-            days.put_day_state(day, found.state, {
+        stored_now = _stored_now(days, found, landed)
+        state = _settled_state(days, found, stored_now, warn=warn) if found.state is not None else None
+        if state is not None:
+            days.put_day_state(day, state, {
                 "partition": day,
                 "page_size": found.page_size,
                 "records_listed": found.ledger.listed,
@@ -58,9 +62,46 @@ def land(days: DayStore, found: CollectedDay, *, run_id: str | None, warn: Calla
         "bytes_written": landed.bytes,
         "objects_written": written,
         "day_objects": len(found.parts_before.names) + len(written),
-        "dagster/row_count": found.stored_before + landed.records,
+        "dagster/row_count": stored_now,
         "prefix": days.uri(found.parts_before.folder),
     }
+
+
+def _racing_parts(days: DayStore, found: CollectedDay, landed: Landed) -> list[str]:
+    """Parts other runs stored since this pass read the day."""
+    return [n for n in days.parts(found.day).names if n not in found.parts_before.names and n != landed.name]
+
+
+def _stored_now(days: DayStore, found: CollectedDay, landed: Landed) -> int:
+    """Records the day holds once this pass's part is stored (racing runs' parts counted by their manifests,
+    which every part has by now)."""
+    stored = found.stored_before + landed.records
+    racing = _racing_parts(days, found, landed)
+    if racing:
+        manifests = days.manifests(found.day)
+        stored += sum(int(manifests.get(name, {}).get("records") or 0) for name in racing)
+    return stored
+
+
+def _settled_state(days: DayStore, found: CollectedDay, stored_now: int, *, warn) -> DayState | None:
+    """The day's state to record for this complete pass, now that its part is stored; None to record nothing.
+
+    Without a racing run it is the pass's own. When another run stored parts meanwhile, the day holds what
+    both listings showed: the state counts what is stored now, and if a racing complete pass recorded a
+    listing at least as long (a later look at the day), that record stands and becomes this pass's state
+    too, rather than an older, shorter listing being recorded after it (Zoom never deletes)."""
+    state = found.state
+    if stored_now == state.stored:
+        return state
+    latest = days.day_state(found.day)
+    longest = max(state.longest_listed, latest.longest_listed if latest else 0)
+    if latest is not None and latest != found.previous_state and latest.listed >= state.listed:
+        warn(f"{found.day}: a racing run's complete pass listed {latest.listed} records while this one listed "
+             f"{state.listed}; its later listing is the day's record.")
+        found.state = replace(latest, stored=stored_now, longest_listed=longest)
+        return found.state if stored_now != latest.stored else None
+    found.state = replace(state, stored=stored_now, longest_listed=longest)
+    return found.state
 
 
 def _commit(days: DayStore, found: CollectedDay, *, run_id, warn) -> Landed:

@@ -34,9 +34,9 @@ def test_local_instance_config_loads(tmp_path):
         concurrency = instance.get_concurrency_config()
     assert concurrency.pool_config.pool_granularity.value == "run"
     assert concurrency.pool_config.default_pool_limit == 2
-    limits = {limit["key"]: limit for limit in concurrency.run_queue_config.tag_concurrency_limits}
-    for key in ("dagster/partition", "dagster/asset_partition_range_start"):
-        assert limits[key] == {"key": key, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    # One automated run per account and day: never a limit that holds one account's runs behind another's.
+    assert concurrency.run_queue_config.tag_concurrency_limits == [
+        {"key": "zoom/account_day", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
 
 
 def test_production_instance_config_is_valid_and_matches_the_local_limits(tmp_path):

@@ -10,9 +10,10 @@ from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from zoom_pipeline.accounts import DEFAULT_ACCOUNT, Account
 from zoom_pipeline.checks import ride_along_result
 from zoom_pipeline.collector import CollectedDay, collect
-from zoom_pipeline.constants import DAY_MATCHES_ZOOM, DEFAULT_BACKFILL_DAYS_PER_RUN, ZOOM_API_POOL
+from zoom_pipeline.constants import DAY_MATCHES_ZOOM, DEFAULT_BACKFILL_DAYS_PER_RUN
 from zoom_pipeline.day_store import PartWriter, StoredDigests, ZoomStore
 from zoom_pipeline.io_manager import StoredDay, UdmParts
 from zoom_pipeline.landing import land
@@ -26,12 +27,16 @@ from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
 RETRY = dg.RetryPolicy(max_retries=3, delay=15, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
-def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
-    """The raw asset of `source` (with its ride-along check) and its UDM asset."""
-    key = dg.AssetKey(source.name)
+def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
+                        partitions_def: dg.DailyPartitionsDefinition = daily_partitions,
+                        ) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """The raw asset of `source` (with its ride-along check) and its UDM asset, for `account` (its name is
+    the key prefix; the single account of a deployment without an accounts file has none)."""
+    key = account.asset_key(source.name)
+    zoom_key, store_key = account.resource_key("zoom"), account.resource_key("zoom_store")
 
     @dg.multi_asset(
-        name=source.name,
+        name="__".join([*account.key_prefix, source.name]),
         specs=[
             dg.AssetSpec(
                 key,
@@ -43,14 +48,14 @@ def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsD
                     "one page of Zoom's listing shows it."
                 ),
                 kinds={"zoom", "s3"},
-                group_name="zoom",
+                group_name=account.group,
                 code_version="2",
                 # A run of many days reports each day as it lands rather than through one output at the end.
                 skippable=True,
             )
         ],
-        partitions_def=daily_partitions,
-        pool=ZOOM_API_POOL,
+        partitions_def=partitions_def,
+        pool=account.pool,
         # definitions.py replaces this with ZOOM_BACKFILL_DAYS_PER_RUN days a run.
         backfill_policy=dg.BackfillPolicy.multi_run(DEFAULT_BACKFILL_DAYS_PER_RUN),
         retry_policy=RETRY,
@@ -66,8 +71,9 @@ def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsD
         ],
         # Lets a run of many days record the check day by day; the asset and its check always run together.
         can_subset=True,
+        required_resource_keys={zoom_key, store_key},
     )
-    def raw_logs(context: dg.AssetExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore):
+    def raw_logs(context: dg.AssetExecutionContext):
         """Collect each day of the run from Zoom, land it, and report it (collector.py, landing.py).
 
         The days are collected one after another with one client. Each is landed as soon as it is
@@ -76,7 +82,9 @@ def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsD
         re-execution of the backfill from failure reads only the rest. A one-day run reports its day as
         the step's result, which the UDM step of the same run then maps.
         """
-        keys, lost = served_days(context.partition_keys)
+        zoom: ZoomClient = getattr(context.resources, zoom_key)
+        zoom_store: ZoomStore = getattr(context.resources, store_key)
+        keys, lost = served_days(context.partition_keys, account)
         landed = landed_earlier(context, key) if len(context.partition_keys) > 1 else set()
         if landed:
             context.log.info(f"Not read again: {len(landed)} day(s) an earlier attempt of this run landed.")
@@ -107,19 +115,20 @@ def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsD
 
     @dg.asset(
         name=source.udm_name,
+        key_prefix=account.key_prefix or None,
         description=(
             f"{source.udm_description} Gzipped NDJSON of bare UDM events (Chronicle API JSON) under "
             f"`{{{source.udm_prefix[0]}}}YYYY/MM/DD/`, one part per raw part with the same name, so re-runs add "
             "nothing and lineage stays one-to-one."
         ),
-        partitions_def=daily_partitions,
-        io_manager_key="zoom_logs_io_manager",
-        ins={"raw": dg.AssetIn(key=key, input_manager_key="zoom_logs_io_manager")},
+        partitions_def=partitions_def,
+        io_manager_key=account.resource_key("zoom_logs_io_manager"),
+        ins={"raw": dg.AssetIn(key=key, input_manager_key=account.resource_key("zoom_logs_io_manager"))},
         # Unlike the raw asset's, so a backfill maps the days in their own runs as the raw days land.
         backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=RETRY,
         kinds={"s3"},
-        group_name="zoom",
+        group_name=account.group,
         code_version="2",
     )
     def udm_events(raw: list[StoredDay]) -> dg.Output:
@@ -139,12 +148,16 @@ def build_source_assets(source: Source) -> tuple[dg.AssetsDefinition, dg.AssetsD
     return raw_logs, udm_events
 
 
-def served_days(keys: list[str]) -> tuple[list[str], list[str]]:
-    """The run's days Zoom still serves, and those it does not. A run with no day Zoom serves fails at
-    once with the first one's reason, before any call; a run of many collects the rest first."""
+def served_days(keys: list[str], account: Account = DEFAULT_ACCOUNT) -> tuple[list[str], list[str]]:
+    """The run's days Zoom still serves (from the account's first day on), and those it does not. A run
+    with no day Zoom serves fails at once with the first one's reason, before any call; a run of many
+    collects the rest first."""
     served, lost, first = [], [], None
     for key in keys:
         try:
+            if account.logs_start_date and key < account.logs_start_date:
+                raise dg.Failure(f"{key} is before {account.label}'s logs_start_date ({account.logs_start_date}), "
+                                 "so nothing was fetched or written.", allow_retries=False)
             served.append(validate_day(key).isoformat())
         except dg.Failure as failure:
             lost.append(key)

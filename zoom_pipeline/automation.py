@@ -1,17 +1,26 @@
-"""What runs the pipeline on its own: the day-by-day job, the daily schedule, the 15-minute sensor,
-and the jobs and schedule of the checks."""
+"""What runs the pipeline on its own: the day-by-day job, the daily schedule, the 15-minute sensor, the
+confirmation sensor, and the jobs and schedule of the checks.
+
+One set of each serves every account of the deployment (accounts.py): the job holds every account's assets,
+and the schedule and sensors request one run per account and day, each selecting that account's assets
+and tagged with its name, so an account that is skipped or fails never holds back another's request.
+`build_automation()` builds them; the module's names are those of the single account of a deployment
+without an accounts file.
+"""
 
 import json
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 
-from zoom_pipeline.assets import SOURCE_ASSETS
+from zoom_pipeline.accounts import DEFAULT_ACCOUNT, Account
 from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR
-from zoom_pipeline.constants import DAY_MATCHES_FRESH_LISTING, WINDOW_COLLECTED, YESTERDAY_LANDED
+from zoom_pipeline.constants import DAY_MATCHES_FRESH_LISTING, DAY_MATCHES_ZOOM, WINDOW_COLLECTED, YESTERDAY_LANDED
 from zoom_pipeline.partitions import daily_partitions
-from zoom_pipeline.sources import SOURCES, source_of
+from zoom_pipeline.sources import SOURCES
 
 DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
 TODAY_BUCKET_SECONDS = 15 * 60
@@ -33,56 +42,43 @@ UNFINISHED_RUN_STATUSES = [
 # warning that they differ is noise here.
 warnings.filterwarnings("ignore", message=r"Asset job \S+ materializes assets with varying BackfillPolicies")
 
-RAW_KEYS = [dg.AssetKey(source.name) for source in SOURCES]
+def raw_keys(account: Account) -> list[dg.AssetKey]:
+    return [account.asset_key(source.name) for source in SOURCES]
 
 
-def _checks_named(*names: str) -> dg.AssetSelection:
-    return dg.AssetSelection.checks(*(dg.AssetCheckKey(key, name) for key in RAW_KEYS for name in names))
+def account_assets(account: Account) -> list[dg.AssetKey]:
+    """The raw and UDM assets of every source of `account`."""
+    return [account.asset_key(name) for source in SOURCES for name in (source.name, source.udm_name)]
 
 
-# One run a day collects every source, one step after another (the in-process executor), so a run holds
-# one `zoom_api` slot at a time and the account-wide pace covers both; a source that fails (a missing
-# scope) fails only its own steps. Partitioning is inferred from the assets (all daily). The ride-along
-# checks come with the raw assets; the fresh listings (a second full pass) and freshness checks do not.
-zoom_operation_logs_job = dg.define_asset_job(
-    "zoom_operation_logs_job",
-    selection=dg.AssetSelection.assets(*(asset for pair in SOURCE_ASSETS.values() for asset in pair))
-    - _checks_named(DAY_MATCHES_FRESH_LISTING, YESTERDAY_LANDED, WINDOW_COLLECTED),
-    description="Collect one UTC day of every Zoom source (operation logs, sign-in/sign-out activity logs) "
-                "and normalize it to UDM.",
-)
+def ride_along_checks(account: Account) -> list[dg.AssetCheckKey]:
+    return [dg.AssetCheckKey(key, DAY_MATCHES_ZOOM) for key in raw_keys(account)]
 
 
-def _requestable(keys: list[str]) -> list[str]:
-    """The keys that are partitions (a late ZOOM_LOGS_START_DATE can exclude yesterday)."""
-    first = daily_partitions.start.date().isoformat()
+def _checks_named(accounts: Sequence[Account], *names: str) -> dg.AssetSelection:
+    return dg.AssetSelection.checks(*(dg.AssetCheckKey(key, name) for account in accounts
+                                      for key in raw_keys(account) for name in names))
+
+
+def _request(account: Account, day: str, *, run_key: str, tags: dict, several: bool,
+             assets: list[dg.AssetKey] | None = None) -> dg.RunRequest:
+    """One run of `account`'s `day`: with several accounts it selects that account's assets (with only
+    their ride-along checks), and carries the account's name."""
+    selected = assets or (account_assets(account) if several else None)
+    checks = [key for key in ride_along_checks(account) if key.asset_key in selected] if selected else None
+    return dg.RunRequest(run_key=run_key, partition_key=day, asset_selection=selected, asset_check_keys=checks,
+                         tags={**tags, **account.run_tags, **account.day_tag(day)})
+
+
+def _run_key(account: Account, key: str) -> str:
+    return f"{account.name}/{key}" if account.name else key
+
+
+def _requestable(keys: list[str], account: Account = DEFAULT_ACCOUNT,
+                 partitions_def: dg.DailyPartitionsDefinition = daily_partitions) -> list[str]:
+    """The keys that are partitions, from the account's first day on (a late start date can exclude yesterday)."""
+    first = max(partitions_def.start.date().isoformat(), account.logs_start_date or "")
     return [key for key in keys if key >= first]
-
-
-def build_zoom_daily_schedule(cron_schedule: str = DEFAULT_DAILY_SCHEDULE_CRON) -> dg.ScheduleDefinition:
-    """The daily schedule on `cron_schedule` (UTC); definitions.py passes ZOOM_DAILY_SCHEDULE_CRON."""
-
-    # Not build_schedule_from_partitioned_job: with end_offset=1 its "last partition" is today, so the
-    # day that has just closed would never get its complete pass.
-    @dg.schedule(
-        name="zoom_daily_schedule",
-        cron_schedule=cron_schedule,
-        execution_timezone="UTC",
-        job=zoom_operation_logs_job,
-        default_status=dg.DefaultScheduleStatus.STOPPED,
-        description=(
-            "Collects yesterday (UTC) in full once it has ended, and re-reads the day before it, where Zoom's "
-            "late logs still show up. Each run adds only what its day lacks, for every source."
-        ),
-    )
-    def zoom_daily_schedule(context: dg.ScheduleEvaluationContext):
-        today = context.scheduled_execution_time.astimezone(UTC).date()
-        days = _requestable([(today - timedelta(days=n)).isoformat() for n in (1, 2)])
-        if not days:
-            return dg.SkipReason(f"Neither {today - timedelta(days=1)} nor the day before is a partition yet.")
-        return [dg.RunRequest(run_key=day, partition_key=day, tags=AUTOMATION_RUN_TAGS) for day in days]
-
-    return zoom_daily_schedule
 
 
 def today_run_key(now: datetime) -> str:
@@ -90,9 +86,12 @@ def today_run_key(now: datetime) -> str:
     return f"{now.astimezone(UTC).date().isoformat()}@{int(now.timestamp()) // TODAY_BUCKET_SECONDS}"
 
 
-def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list[dg.DagsterRun]:
-    """Runs of `partition_key` that may still write zoom_operation_logs (queued, starting, started,
-    cancelling), whichever way they were launched: this job, the asset page, or a backfill."""
+def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str, keys: Sequence[dg.AssetKey] | None = None,
+                       job_name: str = "zoom_operation_logs_job") -> list[dg.DagsterRun]:
+    """Runs of `partition_key` that may still write one of the raw assets `keys` (default: the single
+    account's; queued, starting, started, cancelling), whichever way they were launched: the day job, the
+    asset page, or a backfill."""
+    keys = set(keys or raw_keys(DEFAULT_ACCOUNT))
     # Job runs carry dagster/partition; asset-backfill runs carry a range instead, and a range holding
     # today (the last partition) ends with it.
     runs = {
@@ -103,7 +102,7 @@ def unfinished_runs_of(instance: dg.DagsterInstance, partition_key: str) -> list
     return [
         run
         for run in runs.values()
-        if run.job_name == zoom_operation_logs_job.name or set(RAW_KEYS) & set(run.asset_selection or ())
+        if ((keys & set(run.asset_selection)) if run.asset_selection else run.job_name == job_name)
     ]
 
 
@@ -114,33 +113,9 @@ def holds_back_refresh(run: dg.DagsterRun) -> bool:
     return run.status != dg.DagsterRunStatus.QUEUED or "dagster/backfill" not in run.tags
 
 
-# The daemon evaluates this at most every 15 minutes. A date-only run_key would fire once a day (the
-# daemon dedups run keys forever), hence the bucket; skipping while a run of today is in flight keeps
-# refreshes from piling up behind a slow one.
-@dg.sensor(
-    job=zoom_operation_logs_job,
-    minimum_interval_seconds=TODAY_BUCKET_SECONDS,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Keeps today's (UTC) partition fresh: requests it at most once per 15-minute bucket, and skips while "
-        "an earlier run of today has not finished. A refresh stops paging at what is already stored."
-    ),
-)
-def zoom_today_sensor(context: dg.SensorEvaluationContext):
-    now = datetime.now(UTC)
-    today = now.date().isoformat()
-    busy = [run for run in unfinished_runs_of(context.instance, today) if holds_back_refresh(run)]
-    if busy:
-        return dg.SkipReason(
-            f"Run {busy[0].run_id} of {today} is still {busy[0].status.value.lower()}; "
-            "the next tick after it finishes requests today again."
-        )
-    return dg.RunRequest(run_key=today_run_key(now), partition_key=today, tags=AUTOMATION_RUN_TAGS)
-
-
 # A backfilled day gets one complete pass; if a page boundary cut a same-second group with a record on
-# both sides, that pass could not prove the group and the day awaits confirmation. This sensor reads
-# each new materialization's verdict (no Zoom call, no storage read) and asks for one more complete
+# both sides, that pass could not prove the group and the day awaits confirmation. The confirmation sensor
+# reads each new materialization's verdict (no Zoom call, no storage read) and asks for one more complete
 # pass of each such day, which reads it with a page size that keeps the awaiting groups whole.
 CONFIRM_MAX_PASSES = 5  # a day still unproven after this many passes is left to the check's warning
 CONFIRM_RUNS_PER_TICK = 10
@@ -157,123 +132,234 @@ FINISHED_RUN_STATUSES = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILUR
 
 
 def confirm_run_keys(waiting: str, storage_id: int) -> list[str]:
-    """The run keys of the tries at confirming the pass `storage_id` of `waiting` ("source/day"): the first
-    is `<source>/<day>@confirm-<storage_id>` (as before retries existed), then `...-try2`, `...-try3`."""
+    """The run keys of the tries at confirming the pass `storage_id` of `waiting` ("<raw asset>/<day>"):
+    the first is `<raw asset>/<day>@confirm-<storage_id>` (as before retries existed), then `...-try2`,
+    `...-try3`."""
     first = f"{waiting}@confirm-{storage_id}"
     return [first] + [f"{first}-try{n}" for n in range(2, CONFIRM_TRIES_PER_PASS + 1)]
 
 
-@dg.sensor(
-    name=CONFIRMATION_SENSOR_NAME,
-    job=zoom_operation_logs_job,
-    minimum_interval_seconds=15 * 60,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Confirms days whose latest complete pass left same-second groups unproven (day_exact false): requests "
-        f"one more complete pass of each, with another page size, up to {CONFIRM_MAX_PASSES} passes a day; a "
-        f"confirming run that fails is requested again, up to {CONFIRM_TRIES_PER_PASS} runs per unproven pass."
-    ),
-)
-def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
-    # Cursor: the last materialization read per source, and the awaiting days as "source/day". The tries
-    # of each pass are not in it: they are the runs carrying its run keys.
-    state = json.loads(context.cursor) if context.cursor else {}
-    after: dict[str, int] = state.get("after_by_source", {})
-    awaiting: dict[str, int] = state.get("awaiting_by_source", {})
-    for key in RAW_KEYS:
-        name = key.path[-1]
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after.get(name)),
-            limit=1000,
-            ascending=True,
-        ).records
-        for record in records:
-            after[name] = record.storage_id
-            meta = record.asset_materialization.metadata if record.asset_materialization else {}
-            if record.partition_key is None or getattr(meta.get("pass"), "value", None) != "complete":
+class Automation(NamedTuple):
+    jobs: list  # the day job, the freshness job, the completeness job
+    schedules: list[dg.ScheduleDefinition]
+    sensors: list[dg.SensorDefinition]
+
+
+def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
+                     cron_schedule: str = DEFAULT_DAILY_SCHEDULE_CRON,
+                     deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR,
+                     partitions_def: dg.DailyPartitionsDefinition = daily_partitions) -> Automation:
+    """The jobs, schedules and sensors of a deployment of `accounts`; definitions.py passes
+    ZOOM_DAILY_SCHEDULE_CRON and ZOOM_FRESHNESS_DEADLINE_HOUR."""
+    several = any(account.name for account in accounts)
+    every = "every account's" if several else "the account's"
+    all_raw = [key for account in accounts for key in raw_keys(account)]
+    owner = {key: account for account in accounts for key in raw_keys(account)}
+
+    # One run a day collects every source of an account, one step after another (the in-process executor),
+    # so a run holds one slot of the account's pool at a time and the account-wide pace covers both; a
+    # source that fails (a missing scope) fails only its own steps. Partitioning is inferred from the assets
+    # (all daily). The ride-along checks come with the raw assets; the fresh listings (a second full pass)
+    # and freshness checks do not.
+    day_job = dg.define_asset_job(
+        "zoom_operation_logs_job",
+        selection=dg.AssetSelection.assets(*(k for account in accounts for k in account_assets(account)))
+        - _checks_named(accounts, DAY_MATCHES_FRESH_LISTING, YESTERDAY_LANDED, WINDOW_COLLECTED),
+        description=f"Collect one UTC day of every Zoom source (operation logs, sign-in/sign-out activity logs) "
+                    f"of {'every account' if several else 'the account'} and normalize it to UDM; automation "
+                    f"runs one account a run.",
+    )
+
+    # Not build_schedule_from_partitioned_job: with end_offset=1 its "last partition" is today, so the
+    # day that has just closed would never get its complete pass.
+    @dg.schedule(
+        name="zoom_daily_schedule",
+        cron_schedule=cron_schedule,
+        execution_timezone="UTC",
+        job=day_job,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            "Collects yesterday (UTC) in full once it has ended, and re-reads the day before it, where Zoom's "
+            "late logs still show up: one run per account and day. Each run adds only what its day lacks, for "
+            "every source."
+        ),
+    )
+    def zoom_daily_schedule(context: dg.ScheduleEvaluationContext):
+        today = context.scheduled_execution_time.astimezone(UTC).date()
+        requests = [
+            _request(account, day, run_key=_run_key(account, day), tags=AUTOMATION_RUN_TAGS, several=several)
+            for account in accounts
+            for day in _requestable([(today - timedelta(days=n)).isoformat() for n in (1, 2)], account,
+                                    partitions_def)
+        ]
+        if not requests:
+            return dg.SkipReason(f"Neither {today - timedelta(days=1)} nor the day before is a partition yet.")
+        return requests
+
+    # The daemon evaluates this at most every 15 minutes. A date-only run_key would fire once a day (the
+    # daemon dedups run keys forever), hence the bucket; skipping an account while a run of its today is in
+    # flight keeps refreshes from piling up behind a slow one.
+    @dg.sensor(
+        name="zoom_today_sensor",
+        job=day_job,
+        minimum_interval_seconds=TODAY_BUCKET_SECONDS,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Keeps today's (UTC) partition of {every} sources fresh: requests it at most once per 15-minute "
+            "bucket, and skips an account while an earlier run of its today has not finished. A refresh stops "
+            "paging at what is already stored."
+        ),
+    )
+    def zoom_today_sensor(context: dg.SensorEvaluationContext):
+        now = datetime.now(UTC)
+        today = now.date().isoformat()
+        requests, skipped = [], []
+        for account in accounts:
+            if not _requestable([today], account, partitions_def):
                 continue
-            passes = getattr(meta.get("complete_passes"), "value", 0) or 0
-            waiting = f"{name}/{record.partition_key}"
-            if getattr(meta.get("day_exact"), "value", True) or passes >= CONFIRM_MAX_PASSES:
-                awaiting.pop(waiting, None)
-            else:
-                awaiting[waiting] = record.storage_id
-    first = daily_partitions.start.date().isoformat()
-    requests, given_up = [], []
-    for waiting, storage_id in sorted(awaiting.items(), key=lambda item: item[0].split("/")[1]):
-        name, day = waiting.split("/")
-        if day < first:
-            awaiting.pop(waiting)  # no longer a partition
-            continue
-        if len(requests) >= CONFIRM_RUNS_PER_TICK or unfinished_runs_of(context.instance, day):
-            continue
-        # The run key names the pass that left the day open: one request per unproven pass (and per try),
-        # of that source only, with its UDM asset so the part the pass adds is mapped in the same run.
-        keys = confirm_run_keys(waiting, storage_id)
-        tried = {
-            run.tags[RUN_KEY_TAG]: run
-            for run in context.instance.get_runs(
-                dg.RunsFilter(tags={RUN_KEY_TAG: keys, SENSOR_NAME_TAG: CONFIRMATION_SENSOR_NAME})
-            )
-        }
-        if tried and (
-            any(run.status not in FINISHED_RUN_STATUSES for run in tried.values())
-            # A try that landed its pass after the reads above: the next tick reads its verdict.
-            or context.instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[day],
-                                      after_storage_id=after.get(name, storage_id)),
-                limit=1,
+            busy = [run for run in unfinished_runs_of(context.instance, today, raw_keys(account), day_job.name)
+                    if holds_back_refresh(run)]
+            if busy:
+                skipped.append(f"Run {busy[0].run_id} of {today}{' of ' + account.name if account.name else ''} is "
+                               f"still {busy[0].status.value.lower()}")
+                continue
+            requests.append(_request(account, today, run_key=_run_key(account, today_run_key(now)),
+                                     tags=AUTOMATION_RUN_TAGS, several=several))
+        if not requests:
+            return dg.SkipReason("; ".join(skipped) + "; the next tick after it finishes requests today again."
+                                 if skipped else f"{today} is not a partition of any account yet.")
+        return requests
+
+    @dg.sensor(
+        name=CONFIRMATION_SENSOR_NAME,
+        job=day_job,
+        minimum_interval_seconds=15 * 60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Confirms days whose latest complete pass left same-second groups unproven (day_exact false): "
+            f"requests one more complete pass of each, with another page size, up to {CONFIRM_MAX_PASSES} passes "
+            f"a day; a confirming run that fails is requested again, up to {CONFIRM_TRIES_PER_PASS} runs per "
+            "unproven pass."
+        ),
+    )
+    def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
+        # Cursor: the last materialization read per raw asset, and the awaiting days as "<raw asset>/<day>"
+        # (the asset as Dagster writes it: `zoom_operation_logs`, `acme/zoom_operation_logs`). The tries of
+        # each pass are not in it: they are the runs carrying its run keys.
+        state = json.loads(context.cursor) if context.cursor else {}
+        after: dict[str, int] = state.get("after_by_source", {})
+        awaiting: dict[str, int] = state.get("awaiting_by_source", {})
+        for key in all_raw:
+            name = key.to_user_string()
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, after_storage_id=after.get(name)),
+                limit=1000,
+                ascending=True,
             ).records
-        ):
-            continue
-        untried = [run_key for run_key in keys if run_key not in tried]
-        if not untried:
-            # Every try ended without a pass: stop asking for this one (a later complete pass of the
-            # day, e.g. a rerun, is a new pass with tries of its own).
-            awaiting.pop(waiting)
-            given_up.append(f"{name} {day}")
-            context.log.warning(
-                f"{name} {day} still awaits confirmation after {len(keys)} failed confirming runs "
-                f"({', '.join(run.run_id for run in tried.values())}); the sensor stops requesting it. "
-                "Rerun the day once Zoom answers to confirm it."
-            )
-            continue
-        selection = [dg.AssetKey(name), dg.AssetKey(source_of(name).udm_name)]
-        requests.append(dg.RunRequest(run_key=untried[0], partition_key=day,
-                                      asset_selection=selection, tags=CONFIRM_RUN_TAGS))
-    context.update_cursor(json.dumps({"after_by_source": after, "awaiting_by_source": awaiting}))
-    if not requests:
-        stopped = (f"; stopped requesting {', '.join(given_up)} after {CONFIRM_TRIES_PER_PASS} failed "
-                   "confirming runs" if given_up else "")
-        return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass){stopped}.")
-    return requests
+            for record in records:
+                after[name] = record.storage_id
+                meta = record.asset_materialization.metadata if record.asset_materialization else {}
+                if record.partition_key is None or getattr(meta.get("pass"), "value", None) != "complete":
+                    continue
+                passes = getattr(meta.get("complete_passes"), "value", 0) or 0
+                waiting = f"{name}/{record.partition_key}"
+                if getattr(meta.get("day_exact"), "value", True) or passes >= CONFIRM_MAX_PASSES:
+                    awaiting.pop(waiting, None)
+                else:
+                    awaiting[waiting] = record.storage_id
+        requests, given_up = [], []
+        for waiting, storage_id in sorted(awaiting.items(), key=lambda item: item[0].rsplit("/", 1)[1]):
+            name, day = waiting.rsplit("/", 1)
+            key = dg.AssetKey.from_user_string(name)
+            account = owner.get(key)
+            if account is None or not _requestable([day], account, partitions_def):
+                awaiting.pop(waiting)  # no longer a partition (or an asset) of this deployment
+                continue
+            if (len(requests) >= CONFIRM_RUNS_PER_TICK
+                    or unfinished_runs_of(context.instance, day, raw_keys(account), day_job.name)):
+                continue
+            # The run key names the pass that left the day open: one request per unproven pass (and per try),
+            # of that source only, with its UDM asset so the part the pass adds is mapped in the same run.
+            keys = confirm_run_keys(waiting, storage_id)
+            tried = {
+                run.tags[RUN_KEY_TAG]: run
+                for run in context.instance.get_runs(
+                    dg.RunsFilter(tags={RUN_KEY_TAG: keys, SENSOR_NAME_TAG: CONFIRMATION_SENSOR_NAME})
+                )
+            }
+            if tried and (
+                any(run.status not in FINISHED_RUN_STATUSES for run in tried.values())
+                # A try that landed its pass after the reads above: the next tick reads its verdict.
+                or context.instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day],
+                                          after_storage_id=after.get(name, storage_id)),
+                    limit=1,
+                ).records
+            ):
+                continue
+            untried = [run_key for run_key in keys if run_key not in tried]
+            if not untried:
+                # Every try ended without a pass: stop asking for this one (a later complete pass of the
+                # day, e.g. a rerun, is a new pass with tries of its own).
+                awaiting.pop(waiting)
+                given_up.append(f"{name} {day}")
+                context.log.warning(
+                    f"{name} {day} still awaits confirmation after {len(keys)} failed confirming runs "
+                    f"({', '.join(run.run_id for run in tried.values())}); the sensor stops requesting it. "
+                    "Rerun the day once Zoom answers to confirm it."
+                )
+                continue
+            source = next(s for s in SOURCES if s.name == key.path[-1])
+            selection = [key, account.asset_key(source.udm_name)]
+            requests.append(_request(account, day, run_key=untried[0], tags=CONFIRM_RUN_TAGS, several=True,
+                                     assets=selection))
+        context.update_cursor(json.dumps({"after_by_source": after, "awaiting_by_source": awaiting}))
+        if not requests:
+            stopped = (f"; stopped requesting {', '.join(given_up)} after {CONFIRM_TRIES_PER_PASS} failed "
+                       "confirming runs" if given_up else "")
+            return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass){stopped}.")
+        return requests
 
-
-zoom_freshness_job = dg.define_asset_job(
-    "zoom_freshness_job",
-    selection=_checks_named(YESTERDAY_LANDED, WINDOW_COLLECTED),
-    description=(
-        "Evaluate whether yesterday's Zoom logs (every source) landed by the deadline, and whether any day inside "
-        "Zoom's window is still uncollected."
-    ),
-)
-
-
-def build_zoom_freshness_schedule(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR) -> dg.ScheduleDefinition:
+    freshness_job = dg.define_asset_job(
+        "zoom_freshness_job",
+        selection=_checks_named(accounts, YESTERDAY_LANDED, WINDOW_COLLECTED),
+        description=(
+            f"Evaluate whether yesterday's Zoom logs ({every} sources) landed by the deadline, and whether any "
+            "day inside Zoom's window is still uncollected."
+        ),
+    )
     # Before the deadline the check can only say "not due"; from it until midnight, hourly, so a late
     # landing turns the check green within the hour.
-    return dg.ScheduleDefinition(
+    freshness_schedule = dg.ScheduleDefinition(
         name="zoom_freshness_schedule",
-        job=zoom_freshness_job,
+        job=freshness_job,
         cron_schedule=f"5 {deadline_hour}-23 * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=f"Hourly from {deadline_hour:02d}:05 UTC: did yesterday's Zoom logs land on time?",
     )
+    completeness_job = dg.define_asset_job(
+        "zoom_completeness_job",
+        selection=_checks_named(accounts, DAY_MATCHES_FRESH_LISTING),
+        description="List one finished day from Zoom again and compare it, copy for copy, with what storage holds"
+                    + (" (every account; select one account's checks to list only its day)." if several else "."),
+    )
+    return Automation([day_job, freshness_job, completeness_job], [zoom_daily_schedule, freshness_schedule],
+                      [zoom_today_sensor, zoom_confirmation_sensor])
 
 
-zoom_completeness_job = dg.define_asset_job(
-    "zoom_completeness_job",
-    selection=_checks_named(DAY_MATCHES_FRESH_LISTING),
-    description="List one finished day from Zoom again and compare it, copy for copy, with what storage holds.",
-)
+# The single account of a deployment without an accounts file.
+_SINGLE = build_automation()
+zoom_operation_logs_job, zoom_freshness_job, zoom_completeness_job = _SINGLE.jobs
+zoom_today_sensor, zoom_confirmation_sensor = _SINGLE.sensors
+RAW_KEYS = raw_keys(DEFAULT_ACCOUNT)
+
+
+def build_zoom_daily_schedule(cron_schedule: str = DEFAULT_DAILY_SCHEDULE_CRON) -> dg.ScheduleDefinition:
+    """The single account's daily schedule on `cron_schedule` (UTC)."""
+    return build_automation(cron_schedule=cron_schedule).schedules[0]
+
+
+def build_zoom_freshness_schedule(deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR) -> dg.ScheduleDefinition:
+    """The single account's freshness schedule, hourly from `deadline_hour` (UTC)."""
+    return build_automation(deadline_hour=deadline_hour).schedules[1]

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, time, timedelta
 
 import dagster as dg
 
+from zoom_pipeline.accounts import DEFAULT_ACCOUNT, Account
 from zoom_pipeline.collector import CollectedDay, collect, is_complete
 from zoom_pipeline.constants import (
     DAY_MATCHES_FRESH_LISTING,
     DAY_MATCHES_ZOOM,
     WINDOW_COLLECTED,
     YESTERDAY_LANDED,
-    ZOOM_API_POOL,
 )
 from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
 from zoom_pipeline.ledger import line_digests
@@ -259,7 +259,7 @@ def fresh_listing_result(zoom: ZoomClient, days: DayStore, day: str, *, log) -> 
 
 
 def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_hour: int,
-                        source: Source = OPERATION_LOGS) -> dg.AssetCheckResult:
+                        source: Source = OPERATION_LOGS, key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
     """Whether yesterday (relative to `now`, UTC) has a complete pass; overdue only after the deadline.
 
     The 15-minute sensor materializes a day while it is still open, so a materialization alone proves
@@ -271,7 +271,8 @@ def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_ho
     deadline = day_end + timedelta(hours=deadline_hour)
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
-            asset_key=dg.AssetKey(source.name), asset_partitions=[yesterday], after_timestamp=day_end.timestamp()
+            asset_key=key or dg.AssetKey(source.name), asset_partitions=[yesterday],
+            after_timestamp=day_end.timestamp(),
         ),
         limit=100,
         ascending=True,
@@ -322,17 +323,19 @@ def freshness_deadline_hour(value: str | None) -> int:
 # ---- gaps: every day Zoom still serves was collected ------------------------------------------------
 
 
-def window_gaps(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS) -> tuple[list[str], list[str]]:
-    """(ended days inside Zoom's window with no complete pass, those of them leaving it within 14 days)."""
+def window_gaps(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS, key: dg.AssetKey | None = None,
+                first: str | None = None) -> tuple[list[str], list[str]]:
+    """(ended days inside Zoom's window with no complete pass, those of them leaving it within 14 days),
+    from `first` (the account's first day; the first partition by default)."""
     oldest = oldest_served_day(today)
     days = [(oldest + timedelta(days=n)).isoformat() for n in range((today - oldest).days)]
-    first = daily_partitions.start.date().isoformat()
+    first = max(first or "", daily_partitions.start.date().isoformat())
     days = [d for d in days if d >= first]
     collected: set[str] = set()
     cursor = None
     while True:  # every materialization of those days (refreshes of a day while it was today included)
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(source.name), asset_partitions=days), limit=5000,
+            dg.AssetRecordsFilter(asset_key=key or dg.AssetKey(source.name), asset_partitions=days), limit=5000,
             cursor=cursor,
         )
         collected.update(r.partition_key for r in result.records if pass_of(r) in (COMPLETE_PASS, None))
@@ -344,8 +347,9 @@ def window_gaps(instance: dg.DagsterInstance, today, source: Source = OPERATION_
     return gaps, [d for d in gaps if d < soon]
 
 
-def window_result(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS) -> dg.AssetCheckResult:
-    gaps, urgent = window_gaps(instance, today, source)
+def window_result(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS,
+                  key: dg.AssetKey | None = None, first: str | None = None) -> dg.AssetCheckResult:
+    gaps, urgent = window_gaps(instance, today, source, key, first)
     metadata = {
         "oldest_day_zoom_serves": oldest_served_day(today).isoformat(),
         "days_without_complete_pass": dg.MetadataValue.json(gaps),
@@ -373,11 +377,14 @@ def window_result(instance: dg.DagsterInstance, today, source: Source = OPERATIO
 # ---- the checks of one source ------------------------------------------------------------------
 
 
-def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR
+def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR,
+                        account: Account = DEFAULT_ACCOUNT,
+                        partitions_def: dg.DailyPartitionsDefinition = daily_partitions,
                         ) -> list[dg.AssetChecksDefinition]:
-    """The fresh listing, freshness and gap checks of `source`'s raw asset (its ride-along check is the
-    asset's own); definitions.py passes ZOOM_FRESHNESS_DEADLINE_HOUR."""
-    key = dg.AssetKey(source.name)
+    """The fresh listing, freshness and gap checks of `source`'s raw asset of `account` (its ride-along
+    check is the asset's own); definitions.py passes ZOOM_FRESHNESS_DEADLINE_HOUR."""
+    key = account.asset_key(source.name)
+    zoom_key, store_key = account.resource_key("zoom"), account.resource_key("zoom_store")
 
     # Partitioned like the asset (a preview feature in Dagster 1.13), so a run tagged with its day records
     # the result against that day. It reads storage itself rather than taking the asset as an input, which
@@ -385,8 +392,9 @@ def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_D
     @dg.asset_check(
         asset=key,
         name=DAY_MATCHES_FRESH_LISTING,
-        partitions_def=daily_partitions,
-        pool=ZOOM_API_POOL,
+        partitions_def=partitions_def,
+        pool=account.pool,
+        required_resource_keys={zoom_key, store_key},
         description=(
             f"A finished day still matches Zoom's {source.title}: lists the day again (nothing is written) and "
             "compares every stored record with it, copy for copy, plus each part against its manifest. The day "
@@ -394,9 +402,9 @@ def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_D
             "yesterday (the latest day the daily schedule has settled)."
         ),
     )
-    def fresh_listing_check(
-        context: dg.AssetCheckExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore
-    ) -> dg.AssetCheckResult:
+    def fresh_listing_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        zoom: ZoomClient = getattr(context.resources, zoom_key)
+        zoom_store: ZoomStore = getattr(context.resources, store_key)
         day = validate_day(checked_day(context.run.tags, datetime.now(UTC))).isoformat()
         if key in (context.run.asset_selection or ()):
             # Materializing the day from the asset page runs every check of the asset: its ride-along
@@ -420,7 +428,7 @@ def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_D
         metadata={"deadline_hour_utc": deadline_hour},
     )
     def yesterday_landed_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour, source)
+        return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour, source, key)
 
     @dg.asset_check(
         asset=key,
@@ -431,6 +439,6 @@ def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_D
         ),
     )
     def window_collected_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return window_result(context.instance, datetime.now(UTC).date(), source)
+        return window_result(context.instance, datetime.now(UTC).date(), source, key, account.logs_start_date)
 
     return [fresh_listing_check, yesterday_landed_check, window_collected_check]

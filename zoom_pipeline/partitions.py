@@ -23,7 +23,7 @@ def default_start_date(today: date | None = None) -> str:
     return oldest_served_day(today).replace(day=1).isoformat()
 
 
-def check_start_date(value: str, today: date | None = None) -> str:
+def check_start_date(value: str, today: date | None = None, *, name: str = "ZOOM_LOGS_START_DATE") -> str:
     """ZOOM_LOGS_START_DATE as YYYY-MM-DD, else ValueError with one sentence.
 
     A day after today is refused (not even today would be a partition); a day older
@@ -34,11 +34,11 @@ def check_start_date(value: str, today: date | None = None) -> str:
             raise ValueError
         day = date.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"ZOOM_LOGS_START_DATE must be a date YYYY-MM-DD, got {value!r}.") from None
+        raise ValueError(f"{name} must be a date YYYY-MM-DD, got {value!r}.") from None
     today = today or datetime.now(UTC).date()
     if day > today:
         raise ValueError(
-            f"ZOOM_LOGS_START_DATE must not be after today ({today.isoformat()} UTC), got {value!r}."
+            f"{name} must not be after today ({today.isoformat()} UTC), got {value!r}."
         )
     return text
 

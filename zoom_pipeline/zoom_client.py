@@ -192,6 +192,7 @@ class ZoomClient(dg.ConfigurableResource):
     account_store: str = "memory"  # auto | memory | sqlite | postgres | postgresql://... | path.sqlite
     max_requests_per_second: float | None = None  # account-wide pace of report calls; None: none
     daily_request_budget: int | None = None  # report calls per UTC day for all runs; None: no cap of ours
+    account_name: str = ""  # the account's name in an accounts file: errors name its ZOOM_<NAME>_* variables
 
     _state: "_ClientState" = PrivateAttr(default_factory=lambda: _ClientState())
 
@@ -373,12 +374,17 @@ class ZoomClient(dg.ConfigurableResource):
     def _credential_error(self, resp: requests.Response) -> str:
         _, message = _zoom_message(resp)
         if "client" in message.lower():
-            hint = "check ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET of the Server-to-Server OAuth app"
+            hint = f"check {self._var('CLIENT_ID')} and {self._var('CLIENT_SECRET')} of the Server-to-Server OAuth app"
         elif "account" in message.lower():
-            hint = "check ZOOM_ACCOUNT_ID and that the app is activated for that account"
+            hint = f"check {self._var('ACCOUNT_ID')} and that the app is activated for that account"
         else:
-            hint = "check ZOOM_ACCOUNT_ID, ZOOM_CLIENT_ID and ZOOM_CLIENT_SECRET"
-        return f"Zoom refused the OAuth credentials (HTTP {resp.status_code}: {message}); {hint}."
+            hint = f"check {self._var('ACCOUNT_ID')}, {self._var('CLIENT_ID')} and {self._var('CLIENT_SECRET')}"
+        whose = f" of account {self.account_name}" if self.account_name else ""
+        return f"Zoom refused the OAuth credentials{whose} (HTTP {resp.status_code}: {message}); {hint}."
+
+    def _var(self, what: str) -> str:
+        """The name of the credential variable `what` of this client's account."""
+        return f"ZOOM_{self.account_name.upper()}_{what}" if self.account_name else f"ZOOM_{what}"
 
     # ---- one report call -----------------------------------------------------------------
     def _get_page(self, source: Source, day: str, page_token: str | None, stats: PassStats, page_size: int,
@@ -458,7 +464,7 @@ class ZoomClient(dg.ConfigurableResource):
                 if fresh or refreshes >= MAX_TOKEN_REFRESHES:
                     raise ZoomError(
                         f"Zoom rejected a freshly minted access token ({message or status}); check that the "
-                        "Server-to-Server OAuth app is activated and ZOOM_ACCOUNT_ID is its account."
+                        f"Server-to-Server OAuth app is activated and {self._var('ACCOUNT_ID')} is its account."
                     )
                 refreshes += 1
                 self._token(rejected=token, force=True, stats=stats)

@@ -44,7 +44,8 @@ accounts:
         "ACTIVITY_MANIFEST_S3_PREFIX": "zoom/acme/activitylogs-manifests/",
     }
     assert acme.bucket({"S3_BUCKET": "main-bucket"}) == "main-bucket" and beta.bucket({}) == "other-bucket"
-    assert (beta.max_requests_per_second, beta.daily_request_budget, beta.logs_start_date) == (20.0, 40000, "2026-07-01")
+    assert (beta.max_requests_per_second, beta.daily_request_budget) == (20.0, 40000)
+    assert beta.logs_start_date == "2026-07-01"
     assert beta.prefix("UDM_S3_PREFIX", {}) == "zoom/beta/operationlogs-udm/"  # beside its own raw prefix
     assert (acme.pool, acme.group, acme.env_var("CLIENT_SECRET")) == ("zoom_api_acme", "zoom_acme",
                                                                      "ZOOM_ACME_CLIENT_SECRET")
@@ -85,7 +86,8 @@ def test_a_bad_file_is_one_sentence_naming_the_file_and_the_entry(tmp_path, text
 
 
 def test_accounts_in_other_buckets_may_share_prefixes_and_a_missing_file_is_one_sentence(tmp_path):
-    path = accounts_file(tmp_path, "accounts:\n  acme: {}\n  beta: {s3_bucket: b2, s3_prefix: zoom/acme/operationlogs/}\n")
+    path = accounts_file(tmp_path, "accounts:\n  acme: {}\n  beta: {s3_bucket: b2, s3_prefix: zoom/acme/operationlogs/}"
+                                   "\n")
     assert [a.name for a in load_accounts_file(path, {"S3_BUCKET": "b1"})] == ["acme", "beta"]
     with pytest.raises(AccountsFileError, match=r"cannot be read: No such file or directory\.$"):
         load_accounts_file(str(tmp_path / "missing.yaml"), {})
@@ -182,7 +184,7 @@ def zoom_env_of(sim, secret: str) -> dict:
 def test_a_quiet_account_and_one_under_a_storm_each_land_exactly_under_their_own_prefixes(
         two_zooms, bucket, s3, monkeypatch, tmp_path, aws_env):
     day = days_ago(3)
-    for seed, (name, sim) in enumerate(two_zooms.items(), start=1):
+    for seed, sim in enumerate(two_zooms.values(), start=1):
         for log in ("operationlogs", "activities"):
             sim.generate_day(day, 700, seed=seed, twins=2, log=log)
     storm = two_zooms["beta"]

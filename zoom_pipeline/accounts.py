@@ -189,12 +189,13 @@ def load_accounts_file(path: str, env: Mapping[str, str]) -> list[Account]:
         raise AccountsFileError(f"{where} must hold one mapping, `accounts:`, of account names to their settings.")
     if not data["accounts"]:
         raise AccountsFileError(f"{where} names no account.")
-    accounts = [_account(where, name, entry) for name, entry in data["accounts"].items()]
+    accounts = [account_entry(where, name, entry) for name, entry in data["accounts"].items()]
     check_apart(accounts, env, where)
     return accounts
 
 
-def _account(where: str, name, entry) -> Account:
+def account_entry(where: str, name, entry) -> Account:
+    """One entry of the file (or a `ZoomAccount` component's attributes), checked; `where` starts its errors."""
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise AccountsFileError(f"{where}: the account name {name!r} must be lowercase letters, digits and _.")
     at = f"{where}, account {name}"

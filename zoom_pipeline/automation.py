@@ -148,9 +148,11 @@ class Automation(NamedTuple):
 def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
                      cron_schedule: str = DEFAULT_DAILY_SCHEDULE_CRON,
                      deadline_hour: int = DEFAULT_FRESHNESS_DEADLINE_HOUR,
-                     partitions_def: dg.DailyPartitionsDefinition = daily_partitions) -> Automation:
-    """The jobs, schedules and sensors of a deployment of `accounts`; definitions.py passes
-    ZOOM_DAILY_SCHEDULE_CRON and ZOOM_FRESHNESS_DEADLINE_HOUR."""
+                     partitions_def: dg.DailyPartitionsDefinition = daily_partitions,
+                     prefix: str = "") -> Automation:
+    """The jobs, schedules and sensors of a deployment of `accounts`; config.py passes
+    ZOOM_DAILY_SCHEDULE_CRON and ZOOM_FRESHNESS_DEADLINE_HOUR. `prefix` starts every name (a
+    `ZoomAccount` component's automation is its own, beside other components')."""
     several = any(account.name for account in accounts)
     every = "every account's" if several else "the account's"
     all_raw = [key for account in accounts for key in raw_keys(account)]
@@ -161,8 +163,9 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
     # source that fails (a missing scope) fails only its own steps. Partitioning is inferred from the assets
     # (all daily). The ride-along checks come with the raw assets; the fresh listings (a second full pass)
     # and freshness checks do not.
+    confirmation_sensor_name = prefix + CONFIRMATION_SENSOR_NAME
     day_job = dg.define_asset_job(
-        "zoom_operation_logs_job",
+        prefix + "zoom_operation_logs_job",
         selection=dg.AssetSelection.assets(*(k for account in accounts for k in account_assets(account)))
         - _checks_named(accounts, DAY_MATCHES_FRESH_LISTING, YESTERDAY_LANDED, WINDOW_COLLECTED),
         description=f"Collect one UTC day of every Zoom source (operation logs, sign-in/sign-out activity logs) "
@@ -173,7 +176,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
     # Not build_schedule_from_partitioned_job: with end_offset=1 its "last partition" is today, so the
     # day that has just closed would never get its complete pass.
     @dg.schedule(
-        name="zoom_daily_schedule",
+        name=prefix + "zoom_daily_schedule",
         cron_schedule=cron_schedule,
         execution_timezone="UTC",
         job=day_job,
@@ -200,7 +203,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
     # daemon dedups run keys forever), hence the bucket; skipping an account while a run of its today is in
     # flight keeps refreshes from piling up behind a slow one.
     @dg.sensor(
-        name="zoom_today_sensor",
+        name=prefix + "zoom_today_sensor",
         job=day_job,
         minimum_interval_seconds=TODAY_BUCKET_SECONDS,
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -231,7 +234,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
         return requests
 
     @dg.sensor(
-        name=CONFIRMATION_SENSOR_NAME,
+        name=confirmation_sensor_name,
         job=day_job,
         minimum_interval_seconds=15 * 60,
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -284,7 +287,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
             tried = {
                 run.tags[RUN_KEY_TAG]: run
                 for run in context.instance.get_runs(
-                    dg.RunsFilter(tags={RUN_KEY_TAG: keys, SENSOR_NAME_TAG: CONFIRMATION_SENSOR_NAME})
+                    dg.RunsFilter(tags={RUN_KEY_TAG: keys, SENSOR_NAME_TAG: confirmation_sensor_name})
                 )
             }
             if tried and (
@@ -321,7 +324,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
         return requests
 
     freshness_job = dg.define_asset_job(
-        "zoom_freshness_job",
+        prefix + "zoom_freshness_job",
         selection=_checks_named(accounts, YESTERDAY_LANDED, WINDOW_COLLECTED),
         description=(
             f"Evaluate whether yesterday's Zoom logs ({every} sources) landed by the deadline, and whether any "
@@ -331,7 +334,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
     # Before the deadline the check can only say "not due"; from it until midnight, hourly, so a late
     # landing turns the check green within the hour.
     freshness_schedule = dg.ScheduleDefinition(
-        name="zoom_freshness_schedule",
+        name=prefix + "zoom_freshness_schedule",
         job=freshness_job,
         cron_schedule=f"5 {deadline_hour}-23 * * *",
         execution_timezone="UTC",
@@ -339,7 +342,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
         description=f"Hourly from {deadline_hour:02d}:05 UTC: did yesterday's Zoom logs land on time?",
     )
     completeness_job = dg.define_asset_job(
-        "zoom_completeness_job",
+        prefix + "zoom_completeness_job",
         selection=_checks_named(accounts, DAY_MATCHES_FRESH_LISTING),
         description="List one finished day from Zoom again and compare it, copy for copy, with what storage holds"
                     + (" (every account; select one account's checks to list only its day)." if several else "."),

@@ -230,3 +230,53 @@ def test_a_wrong_secret_or_a_missing_variable_fails_only_that_accounts_runs(
     assert len(s3_day(s3, bucket, day, prefix="zoom/acme/operationlogs/")) == 1
     out = capsys.readouterr()
     assert "not-the-secret-of-beta" not in out.out + out.err and SIM_SECRET not in out.out + out.err
+
+
+def test_the_confirmation_sensor_confirms_each_accounts_days_with_that_accounts_assets(tmp_path, monkeypatch):
+    for name in ("ACME", "BETA"):
+        for what in ("ACCOUNT_ID", "CLIENT_ID", "CLIENT_SECRET"):
+            monkeypatch.setenv(f"ZOOM_{name}_{what}", "fake")
+    defs = build_defs({"ZOOM_ACCOUNTS_FILE": accounts_file(tmp_path, TWO % days_ago(5))})
+    repo = defs.get_repository_def()
+    day = days_ago(3)
+    with dg.instance_for_test() as instance:
+        @dg.op
+        def complete_passes():  # what each account's raw asset reports after a complete pass of the day
+            for account, exact in (("acme", False), ("beta", True)):
+                yield dg.AssetMaterialization(asset_key=dg.AssetKey([account, OPERATION_LOGS.name]), partition=day,
+                                              metadata={"pass": "complete", "day_exact": exact, "complete_passes": 1})
+            yield dg.Output(None)
+
+        dg.GraphDefinition(name="passes", node_defs=[complete_passes]).to_job().execute_in_process(instance=instance)
+        context = dg.build_sensor_context(instance=instance, repository_def=repo)
+        [request] = repo.get_sensor_def("zoom_confirmation_sensor").evaluate_tick(context).run_requests
+    assert request.run_key.startswith(f"acme/zoom_operation_logs/{day}@confirm-")
+    assert request.partition_key == day and request.tags["zoom/account"] == "acme"
+    assert request.asset_selection == [dg.AssetKey(["acme", OPERATION_LOGS.name]),
+                                       dg.AssetKey(["acme", OPERATION_LOGS.udm_name])]
+    assert [k.name for k in request.asset_check_keys] == ["day_matches_zoom"]  # no second, fresh listing
+
+
+def test_accounts_never_share_a_budget_or_a_token_in_one_account_store(two_zooms, bucket, s3, monkeypatch,
+                                                                       tmp_path, aws_env):
+    """Both accounts count in the same SQLite account store; acme spends its own budget of 3 calls and stops,
+    beta (its own budget) lands its day, and each account minted its own token."""
+    day = days_ago(3)
+    for sim in two_zooms.values():
+        sim.generate_day(day, 1500, seed=6)  # 5 pages
+        sim.generate_day(day, 10, seed=6, log="activities")
+    account_env(monkeypatch, two_zooms, bucket, tmp_path, aws_env)
+    path = accounts_file(tmp_path, "accounts:\n" + "".join(
+        f"  {name}: {{api_base_url: '{sim.base_url}', oauth_token_url: '{sim.token_url}'"
+        + (", daily_request_budget: 3" if name == "acme" else "") + "}\n" for name, sim in two_zooms.items()))
+    monkeypatch.setenv("ZOOM_ACCOUNTS_FILE", path)
+    monkeypatch.setenv("ZOOM_ACCOUNT_STORE", str(tmp_path / "accounts.sqlite"))
+    defs = build_defs()
+    with dg.instance_for_test() as instance:
+        spent = run_account(defs, "acme", day, instance)
+        assert not spent.success
+        assert "daily budget of 3 report calls" in spent.failure_data_for_node("acme__zoom_operation_logs").error.message
+        assert run_account(defs, "beta", day, instance).success
+    assert len(s3_day(s3, bucket, day, prefix="zoom/beta/operationlogs/")) == 1
+    assert two_zooms["acme"].stats()["report_calls"] == 3
+    assert [sim.stats()["token_calls"] for sim in two_zooms.values()] == [1, 1]

@@ -275,7 +275,8 @@ def test_accounts_never_share_a_budget_or_a_token_in_one_account_store(two_zooms
     with dg.instance_for_test() as instance:
         spent = run_account(defs, "acme", day, instance)
         assert not spent.success
-        assert "daily budget of 3 report calls" in spent.failure_data_for_node("acme__zoom_operation_logs").error.message
+        message = spent.failure_data_for_node("acme__zoom_operation_logs").error.message
+        assert "daily budget of 3 report calls" in message
         assert run_account(defs, "beta", day, instance).success
     assert len(s3_day(s3, bucket, day, prefix="zoom/beta/operationlogs/")) == 1
     assert two_zooms["acme"].stats()["report_calls"] == 3

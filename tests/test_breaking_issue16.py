@@ -8,7 +8,10 @@
 4. Confirmation page sizes stay within 1..300; settings fail at load with one sentence, without secrets.
 5. The confirmation sensor asks again under a new key after confirming runs that met malformed pages.
 
-Tests marked xfail(strict=True) reproduce a defect found by this reader; the reason names it.
+Five defects this reader found are fixed, and their tests guard the fixes: a pass with nothing to write
+recording its shorter listing over a racer's longer one; a deeply nested 200 escaping the retries as a
+RecursionError; a foreign object's extra copy reported without an example; a URL whose password holds
+'/', '?' or '#' shown in an error; the token URL's user:pass@ shown when the endpoint cannot be reached.
 """
 
 import itertools
@@ -319,15 +322,11 @@ def test_a_malformed_body_with_bytes_that_are_not_utf8_fails_cleanly(sim, zoom_e
 DEEP = b"[" * 100_000
 
 
-@pytest.mark.xfail(strict=True, reason="parse_page lets RecursionError out of json.loads for a deeply nested 200 "
-                                       "body instead of calling it malformed")
 def test_a_deeply_nested_body_is_malformed():
     with pytest.raises(MalformedPage, match="not JSON"):
         parse_page(DEEP, OPERATION_LOGS.records_key, 300)
 
 
-@pytest.mark.xfail(strict=True, reason="a deeply nested 200 body escapes the client's retries as a RecursionError "
-                                       "(no retry like a 5xx, no sentence naming the day and page)")
 def test_a_passing_deeply_nested_body_is_retried_like_a_5xx(sim, zoom_env, bucket, s3, source, day_store):
     day, log = days_ago(4), sim_log(source)
     sim.generate_day(day, 700, seed=115, log=log)
@@ -595,10 +594,6 @@ def test_a_short_racer_and_a_longer_racer_on_a_proven_day_leave_the_longer_recor
     assert stored(s3, bucket, day, source) == canonical(api_listing(sim, zoom_env, day, source))
 
 
-@pytest.mark.xfail(strict=True, reason="an earlier pass with nothing to write records its shorter listing over a "
-                                       "racer's longer one when the racer wrote no part either (_settled_state only "
-                                       "looks at the latest record when parts raced), so the day is recorded exact "
-                                       "while it lacks a copy Zoom lists")
 def test_an_earlier_pass_with_nothing_to_write_does_not_record_over_a_racers_longer_listing(
         sim, zoom_env, bucket, s3, source, day_store):
     """Both passes read a proven day of 1,000. Then Zoom lists a late identical copy of record 299, which
@@ -624,9 +619,6 @@ def test_an_earlier_pass_with_nothing_to_write_does_not_record_over_a_racers_lon
     assert not run_a.state.exact  # A's materialization reports day_exact
 
 
-@pytest.mark.xfail(strict=True, reason="a foreign object holding an extra copy of a record this pass also wrote is "
-                                       "counted as extra but with no example line (_racing_copies matches it "
-                                       "against this pass's own listing, which its own part already holds)")
 def test_a_foreign_object_with_an_extra_copy_of_a_listed_record_is_damage_with_an_example(
         sim, zoom_env, bucket, s3, source, day_store):
     day, log = days_ago(3), sim_log(source)
@@ -672,8 +664,6 @@ def test_page_size_odd_spellings_fail_at_load_with_one_sentence(bad):
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.xfail(strict=True, reason="a URL setting whose password holds '/', '?' or '#' is refused with the "
-                                       "whole URL, password included (the user:pass@ mask stops at those characters)")
 @pytest.mark.parametrize("name", ["ZOOM_API_BASE_URL", "ZOOM_OAUTH_TOKEN_URL"])
 def test_a_bad_url_never_shows_a_password_with_url_delimiters(name):
     for password in ("pa/ss-w0rd", "pa?ss-w0rd", "pa#ss-w0rd"):
@@ -682,8 +672,6 @@ def test_a_bad_url_never_shows_a_password_with_url_delimiters(name):
         assert "ss-w0rd" not in str(raised.value), str(raised.value)
 
 
-@pytest.mark.xfail(strict=True, reason="when the token endpoint cannot be reached, the failure quotes "
-                                       "ZOOM_OAUTH_TOKEN_URL verbatim, user:pass@ included")
 def test_an_unreachable_token_url_never_shows_its_credentials(zoom_env):
     url = f"http://proxyuser:PROXY-PASSWORD-9c1e@127.0.0.1:{free_port()}/oauth/token"
     zoom = ZoomClient(account_id="a", client_id="c", client_secret=SIM_SECRET, api_base_url=zoom_env[

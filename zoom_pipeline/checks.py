@@ -83,7 +83,7 @@ def ride_along_drift(days: DayStore, found: CollectedDay) -> Drift:
         stored_after += found.part.records
     if others:
         stored_after += _racing_copies(days, found, DayParts(after.folder, others), manifests, drift,
-                                       ours=found.part.records if ours is not None else 0)
+                                       ours=DayParts(after.folder, (ours,)) if ours is not None else None)
     elif ours is None and found.part is not None:
         drift.missing = found.part.records
     longest = found.previous_state.longest_listed if found.previous_state else 0
@@ -98,7 +98,7 @@ def _vouched(manifest: dict | None) -> bool:
 
 
 def _racing_copies(days: DayStore, found: CollectedDay, racing: DayParts, manifests: dict, drift: Drift, *,
-                   ours: int) -> int:
+                   ours: DayParts | None) -> int:
     """The copies of parts other runs stored while this pass ran that count against this pass's listing.
 
     Like with like: a racing run stored its own listing of the day, which may be later and longer. Its
@@ -107,6 +107,11 @@ def _racing_copies(days: DayStore, found: CollectedDay, racing: DayParts, manife
     then nothing explains them, and they count (as extra, with examples). Sets `drift.missing` to the
     copies this listing showed that neither this run's part nor the racing parts hold."""
     available = Counter(found.ledger.written.all)  # what this listing showed beyond what the day held
+    if ours is not None:  # less what this run's own part holds (read back: only when runs raced)
+        for batch in days.batches(ours, ours.names[0]):
+            for d in line_digests(batch):
+                if available[d] > 0:
+                    available[d] -= 1
     counted = 0
     for name in sorted(racing.names, key=lambda n: not _vouched(manifests.get(n))):  # vouched parts first
         vouched = _vouched(manifests.get(name))
@@ -121,7 +126,7 @@ def _racing_copies(days: DayStore, found: CollectedDay, racing: DayParts, manife
                     counted += 1
                     if len(drift.extra_examples) < EXAMPLES:
                         drift.extra_examples.append(line)
-    drift.missing = max(0, sum(available.values()) - ours)
+    drift.missing = sum(available.values())
     return counted
 
 

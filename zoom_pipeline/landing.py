@@ -86,22 +86,23 @@ def _stored_now(days: DayStore, found: CollectedDay, landed: Landed) -> int:
 def _settled_state(days: DayStore, found: CollectedDay, stored_now: int, *, warn) -> DayState | None:
     """The day's state to record for this complete pass, now that its part is stored; None to record nothing.
 
-    Without a racing run it is the pass's own. When another run stored parts meanwhile, the day holds what
-    both listings showed: the state counts what is stored now, and if a racing complete pass recorded a
-    listing at least as long (a later look at the day), that record stands and becomes this pass's state
-    too, rather than an older, shorter listing being recorded after it (Zoom never deletes)."""
+    If a racing complete pass recorded the day meanwhile with a listing at least as long (a later look at
+    the day), its record stands and becomes this pass's state too, counting what is stored now: an older,
+    shorter listing recorded after it would hide copies Zoom lists (Zoom never deletes). Otherwise the
+    pass's own state, counting what is stored now (racing runs' parts included)."""
     state = found.state
-    if stored_now == state.stored:
-        return state
     latest = days.day_state(found.day)
-    longest = max(state.longest_listed, latest.longest_listed if latest else 0)
-    if latest is not None and latest != found.previous_state and latest.listed >= state.listed:
-        warn(f"{found.day}: a racing run's complete pass listed {latest.listed} records while this one listed "
-             f"{state.listed}; its later listing is the day's record.")
-        found.state = replace(latest, stored=stored_now, longest_listed=longest)
-        return found.state if stored_now != latest.stored else None
-    found.state = replace(state, stored=stored_now, longest_listed=longest)
-    return found.state
+    if latest is not None and latest != found.previous_state:  # another complete pass recorded meanwhile
+        longest = max(state.longest_listed, latest.longest_listed)
+        if latest.listed >= state.listed:
+            warn(f"{found.day}: a racing run's complete pass listed {latest.listed} records while this one listed "
+                 f"{state.listed}; its later listing is the day's record.")
+            found.state = replace(latest, stored=stored_now, longest_listed=longest)
+            return found.state if (stored_now, longest) != (latest.stored, latest.longest_listed) else None
+        found.state = state = replace(state, longest_listed=longest)
+    if stored_now != state.stored:
+        found.state = state = replace(state, stored=stored_now)
+    return state
 
 
 def _commit(days: DayStore, found: CollectedDay, *, run_id, warn) -> Landed:

@@ -7,6 +7,12 @@ import re
 from urllib.parse import urlsplit
 
 
+def shown_url(raw: str) -> str:
+    """`raw` fit for a message: anything before the last `@` after the scheme (user:pass) masked, even
+    when the password holds `/`, `?` or `#`."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?.*@", r"\1***@", raw, flags=re.DOTALL) if "@" in raw else raw
+
+
 def check_url(name: str, raw: str, example: str) -> str:
     """An absolute http(s) URL with a host; a user:pass@ part is never shown in the error."""
     try:
@@ -15,9 +21,8 @@ def check_url(name: str, raw: str, example: str) -> str:
     except ValueError:  # e.g. an unclosed [IPv6 bracket or a port that is not a number
         ok = False
     if not ok or re.search(r"[\s\x00-\x1f\x7f]", raw):
-        shown = re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1***@", raw)
         raise ValueError(f"{name} must be an absolute http:// or https:// URL with a host, such as {example!r}, "
-                         f"got {shown!r}.")
+                         f"got {shown_url(raw)!r}.")
     return raw
 
 

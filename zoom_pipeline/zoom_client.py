@@ -25,6 +25,7 @@ from zoom_pipeline.constants import (
     DEFAULT_TIMEOUT_SECONDS,
 )
 from zoom_pipeline.ledger import record_time
+from zoom_pipeline.settings import shown_url
 from zoom_pipeline.sources import OPERATION_LOGS, Source
 
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -342,7 +343,7 @@ class ZoomClient(dg.ConfigurableResource):
             except requests.RequestException as exc:
                 if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
                                     requests.exceptions.InvalidURL)):  # no retry can fix a URL: fail at once
-                    shown = re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1***@", self.oauth_token_url)  # never user:pass@
+                    shown = shown_url(self.oauth_token_url)  # never user:pass@
                     raise ZoomError(
                         "The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
                         if isinstance(exc, requests.exceptions.InvalidProxyURL) else
@@ -350,7 +351,7 @@ class ZoomClient(dg.ConfigurableResource):
                         f"'{DEFAULT_OAUTH_TOKEN_URL}', got {shown!r}, which requests cannot call "
                         f"({type(exc).__name__})."
                     ) from None
-                last = f"cannot reach Zoom's token endpoint {self.oauth_token_url} ({type(exc).__name__})"
+                last = f"cannot reach Zoom's token endpoint {shown_url(self.oauth_token_url)} ({type(exc).__name__})"
                 self._sleep_backoff(attempt)
                 continue
             if resp.status_code == 200:
@@ -422,7 +423,7 @@ class ZoomClient(dg.ConfigurableResource):
             except requests.RequestException as exc:
                 if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
                                     requests.exceptions.InvalidURL)):  # no retry can fix a URL: fail at once
-                    shown = re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1***@", self.api_base_url)  # never user:pass@
+                    shown = shown_url(self.api_base_url)  # never user:pass@
                     raise ZoomError(
                         "The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
                         if isinstance(exc, requests.exceptions.InvalidProxyURL) else
@@ -663,15 +664,15 @@ def parse_page(body: bytes, records_key: str, page_size: int | None = None) -> t
         # not UTF-8) is still Zoom's data: one odd record must not make a whole day uncollectable.
         try:
             page = json.loads(body.decode("utf-8", "surrogateescape"))
-        except ValueError:
+            if isinstance(page, dict) and isinstance(page.get(records_key), list):
+                records = page[records_key]
+                for i, rec in enumerate(records):
+                    mended = _replace_undecodable(rec)
+                    if mended is not rec:
+                        records[i] = mended
+                        invalid += 1
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than any page of records
             raise MalformedPage(f"the body is not JSON ({len(body)} bytes)") from None
-        if isinstance(page, dict) and isinstance(page.get(records_key), list):
-            records = page[records_key]
-            for i, rec in enumerate(records):
-                mended = _replace_undecodable(rec)
-                if mended is not rec:
-                    records[i] = mended
-                    invalid += 1
     problem = _page_problem(page, records_key, page_size)
     if problem:
         raise MalformedPage(problem)

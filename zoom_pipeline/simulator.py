@@ -14,14 +14,21 @@ Both endpoints run on the same machinery. Every method that addresses records, f
 takes ``log="operationlogs"`` (the default) or ``log="activities"`` (the values of ``LOGS``: the last
 segment of the endpoint's path); each endpoint has its own days, page tokens, faults and call numbers.
 
+Zoom keeps rate limits, tokens and data per account, and so does the simulator: besides account
+``"default"`` (the constructor's credentials), ``add_account`` adds accounts with their own credentials,
+scopes, per-second limit, days, access and page tokens, faults and counters. An access token serves its
+own account's data only; every method that addresses days, faults, settings or counters takes
+``account="default"``.
+
 Use it in-process (``with ZoomSimulator().start() as sim: ...``), or from another process through the
 JSON control endpoints under ``/_sim/`` (``python -m zoom_pipeline.simulator --port 8765``):
-``GET stats|config|faults|records?day=&offset=&limit=&log=`` and ``POST day|add|fault|trigger|
-late_events|make_records|config|reset_stats|expire_page_tokens|expire_access_tokens|clear_faults|reset``,
-each taking the Python method's arguments (``log`` included) as a JSON object. JSON cannot carry bytes,
-so there a record value ``{"raw": "<latin-1 text>"}`` stands for the bytes of that text in latin-1
-(``"ops\\u00ffadmin"`` is ``b"ops\\xffadmin"``), the same convention as the ``raw_body`` fault; GET
-records answers in that form too.
+``GET stats|config|faults|accounts|records?day=&offset=&limit=&log=&account=`` and ``POST day|add|fault|
+trigger|late_events|make_records|config|reset_stats|expire_page_tokens|expire_access_tokens|clear_faults|
+reset|account``, each taking the Python method's arguments (``log`` and ``account`` included) as a JSON
+object (``POST account`` those of add_account; it answers the new account's credentials). JSON cannot
+carry bytes, so there a record value ``{"raw": "<latin-1 text>"}`` stands for the bytes of that text in
+latin-1 (``"ops\\u00ffadmin"`` is ``b"ops\\xffadmin"``), the same convention as the ``raw_body`` fault;
+GET records answers in that form too.
 """
 
 from __future__ import annotations
@@ -52,8 +59,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-__all__ = ["DEFAULT_SCOPES", "FAULT_KINDS", "LOGS", "TOKEN_FAULT_KINDS", "ZoomSimulator", "main"]
+__all__ = ["DEFAULT_ACCOUNT", "DEFAULT_SCOPES", "FAULT_KINDS", "LOGS", "TOKEN_FAULT_KINDS", "SimAccount",
+           "ZoomSimulator", "main"]
 
+DEFAULT_ACCOUNT = "default"  # the account of the constructor's credentials
 DEFAULT_SCOPES = "report:read:operation_logs:admin report:read:user_activities:admin"  # both report endpoints
 FAULT_KINDS = frozenset(
     {
@@ -733,11 +742,157 @@ def _summed(counters: list[dict[str, int]]) -> dict[str, int]:
 
 
 class _Token:
-    __slots__ = ("issued", "revoked")
+    __slots__ = ("issued", "revoked", "invalid")
 
     def __init__(self, issued: float) -> None:
         self.issued = issued
-        self.revoked = False
+        self.revoked = False  # answers "Access token is expired."
+        self.invalid = False  # answers "Invalid access token." (a later mint of its app invalidated it)
+
+
+class SimAccount(NamedTuple):
+    """One simulated Zoom account's credentials, as a client is configured with them."""
+
+    name: str
+    account_id: str
+    client_id: str
+    client_secret: str
+
+
+class _AccountState:
+    """Everything Zoom keeps per account: its Server-to-Server app's credentials and scopes, the days of
+    both report endpoints, access and page tokens, faults, triggers, the per-second window and the
+    counters since reset_stats. Callers hold the simulator's lock."""
+
+    SETTINGS = ("account_id", "client_id", "client_secret", "scopes", "invalidate_on_mint",
+                "max_requests_per_second")
+
+    def __init__(self, name: str, account_id: str, client_id: str, client_secret: str, scopes: str) -> None:
+        self.name = name
+        self.account_id, self.client_id, self.client_secret, self.scopes = account_id, client_id, client_secret, scopes
+        self.invalidate_on_mint = False
+        self.max_requests_per_second: float | None = None
+        self.days: dict[tuple[str, str], _Day] = {}  # (log, day) -> records
+        self.tokens: dict[str, _Token] = {}
+        self.page_tokens: dict[str, _PageToken] = {}
+        self.faults: list[_Fault] = []
+        self.token_faults: list[_Fault] = []
+        self.triggers: dict[tuple[str, int], list[Callable[[], None]]] = {}  # (log, call n) -> run under the lock
+        self.admitted: deque[float] = deque()  # monotonic times of report calls admitted in the last second
+        self.reset_stats(0)
+
+    def credentials(self) -> SimAccount:
+        return SimAccount(self.name, self.account_id, self.client_id, self.client_secret)
+
+    def day(self, log: _Log, day: str) -> _Day:
+        """The (log, day) records, an empty day created on first touch."""
+        target = self.days.get((log.name, day))
+        if target is None:
+            target = self.days[(log.name, day)] = _Day(day, log=log)
+        return target
+
+    def add(self, log: _Log, day: str, records: list[dict]) -> None:
+        self.day(log, day).add(records)
+
+    def reset_stats(self, connections: int) -> None:
+        self.counts = {name: _Counts() for name in LOGS}  # per report endpoint
+        self.token_counts = _Counts()  # the token endpoint's faults and statuses
+        self.token_calls = 0
+        self.tokens_issued = 0
+        self.token_use: dict[str, list[float]] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.connections_base = connections  # the server's connection count at reset_stats
+
+    def reset(self, connections: int) -> None:
+        self.days.clear()
+        self.tokens.clear()
+        self.page_tokens.clear()
+        self.faults.clear()
+        self.token_faults.clear()
+        self.triggers.clear()
+        self.reset_stats(connections)
+
+    def over_qps(self) -> bool:
+        """Whether this report call exceeds the per-second limit; admits it if not."""
+        now = time.monotonic()
+        window = self.admitted
+        while window and now - window[0] >= 1.0:
+            window.popleft()
+        if len(window) >= self.max_requests_per_second:
+            return True
+        window.append(now)
+        return False
+
+    def stats(self, connections: int) -> dict:
+        events = sorted(
+            [(first, 0) for first, _ in self.token_use.values()]
+            + [(last, 1) for _, last in self.token_use.values()]
+        )  # at equal times starts sort before ends: touching intervals overlap
+        current = peak = 0
+        for _, is_end in events:
+            current += -1 if is_end else 1
+            peak = max(peak, current)
+        logs = list(self.counts.values())
+        faults = _summed([c.faults for c in [*logs, self.token_counts]])
+        return {
+            "report_calls": sum(c.calls for c in logs),
+            "token_calls": self.token_calls,
+            "tokens_issued": self.tokens_issued,
+            "report_calls_by_day": dict(self.counts["operationlogs"].by_day),
+            "faults_served": sum(faults.values()),
+            "faults_by_kind": faults,
+            "status_counts": _summed([c.statuses for c in [*logs, self.token_counts]]),
+            "pages_served": sum(c.pages for c in logs),
+            "records_served": sum(c.records for c in logs),
+            "page_tokens_issued": sum(c.page_tokens for c in logs),
+            "tokens_used": len(self.token_use),
+            "max_concurrent_tokens": peak,
+            "max_in_flight": self.max_in_flight,
+            "connections": connections - self.connections_base,
+            "pending_faults": len(self.faults) + len(self.token_faults),
+            "qps_rejections": sum(c.qps for c in logs),
+            "by_log": {name: c.as_dict() for name, c in self.counts.items()},
+        }
+
+
+class _DefaultAccount:
+    """A setting of the default account, read and written as an attribute of the simulator
+    (``sim.client_id``, ``sim.scopes``, ...)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, sim: ZoomSimulator | None, owner: type | None = None) -> Any:
+        return self if sim is None else getattr(sim._accounts[DEFAULT_ACCOUNT], self.name)
+
+    def __set__(self, sim: ZoomSimulator, value: Any) -> None:
+        setattr(sim._accounts[DEFAULT_ACCOUNT], self.name, value)
+
+
+def _setting(key: str, value: Any) -> Any:
+    """A configure() value, checked and normalised."""
+    if key == "last_token_style" and value not in LAST_TOKEN_STYLES:
+        raise ValueError(f"last_token_style must be one of {LAST_TOKEN_STYLES}")
+    if key == "today":
+        return None if value is None else _parse_day(value)
+    if key == "scopes" and isinstance(value, list | tuple):
+        return " ".join(value)
+    if key in ("token_ttl", "page_token_ttl"):
+        return float(value) if not isinstance(value, int) else value
+    if key == "retention_days":
+        return int(value)
+    if key in ("shuffle_within_second", "invalidate_on_mint") and not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")  # "false" from a sloppy client must not mean on
+    if key == "max_requests_per_second" and value is not None:
+        value = float(value)
+        if not value > 0:
+            raise ValueError("max_requests_per_second must be a positive number or null")
+    if key == "shuffle_seed":
+        return None if value is None else int(value)
+    if key in ("account_id", "client_id", "client_secret", "scopes"):
+        return str(value)
+    return value
 
 
 class ZoomSimulator:
@@ -770,11 +925,27 @@ class ZoomSimulator:
 
     Each report endpoint numbers its own calls (1-based, since reset_stats): ``on_report_call``,
     ``late_events``, ``inject(after_calls=...)`` and ``shuffle_seed`` count the calls of their ``log``.
+
+    Accounts: the constructor's credentials are account ``"default"``; ``add_account`` adds more. Each
+    has its own credentials, scopes, ``invalidate_on_mint``, per-second limit, days, access and page
+    tokens, faults, triggers, call numbers and counters; every method that addresses one of these takes
+    ``account="default"``. A report call is the account's whose token it carries (a call with an unknown
+    token is the default account's: its faults and counters); a token call is the account's whose
+    client_id it carries (else the default's). ``sim.account_id``, ``sim.client_id``,
+    ``sim.client_secret``, ``sim.scopes``, ``sim.invalidate_on_mint`` and ``sim.max_requests_per_second``
+    are the default account's; TTLs, retention, ``today``, the last-token style and the shuffle are
+    the server's, the same for every account.
     """
 
     _CONFIG_KEYS = ("account_id", "client_id", "client_secret", "token_ttl", "page_token_ttl",
                     "retention_days", "scopes", "last_token_style", "today", "shuffle_within_second",
                     "shuffle_seed", "invalidate_on_mint", "max_requests_per_second")
+    account_id = _DefaultAccount()
+    client_id = _DefaultAccount()
+    client_secret = _DefaultAccount()
+    scopes = _DefaultAccount()
+    invalidate_on_mint = _DefaultAccount()
+    max_requests_per_second = _DefaultAccount()
 
     def __init__(
         self,
@@ -800,29 +971,19 @@ class ZoomSimulator:
         self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
-        self._days: dict[tuple[str, str], _Day] = {}  # (log, day) -> records
-        self._tokens: dict[str, _Token] = {}
-        self._page_tokens: dict[str, _PageToken] = {}
-        self._faults: list[_Fault] = []
-        self._token_faults: list[_Fault] = []
-        self._triggers: dict[tuple[str, int], list[Callable[[], None]]] = {}  # (log, call n) -> run under the lock
-        self.account_id = account_id
-        self.client_id = client_id
-        self.client_secret = client_secret
+        self._connections = 0  # accepted since start; each account's stats count from its reset_stats
+        self._accounts = {DEFAULT_ACCOUNT: _AccountState(DEFAULT_ACCOUNT, account_id, client_id, client_secret,
+                                                         DEFAULT_SCOPES)}
         self.token_ttl = token_ttl
         self.page_token_ttl = page_token_ttl
         self.retention_days = retention_days
-        self.scopes = scopes
         self.last_token_style = last_token_style
         self.today: dt.date | None = None
         self.shuffle_within_second = False
         self.shuffle_seed: int | None = None
-        self.invalidate_on_mint = False
-        self.max_requests_per_second: float | None = None
-        self._admitted: deque[float] = deque()  # monotonic times of report calls admitted in the last second
-        self.configure(last_token_style=last_token_style, today=today, scopes=scopes,
+        self.configure(account_id=account_id, client_id=client_id, client_secret=client_secret,
+                       last_token_style=last_token_style, today=today, scopes=scopes,
                        shuffle_within_second=shuffle_within_second, shuffle_seed=shuffle_seed)
-        self._reset_stats_locked()
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> ZoomSimulator:
@@ -883,60 +1044,97 @@ class ZoomSimulator:
         return self.root_url + "/_sim"
 
     # -- configuration -----------------------------------------------------------------------------
-    def configure(self, **settings: Any) -> dict:
+    def configure(self, *, account: str = DEFAULT_ACCOUNT, **settings: Any) -> dict:
         """Change credentials, scopes, TTLs, retention, last-token style, ``today`` or the within-second
-        shuffle (``shuffle_within_second``, ``shuffle_seed``; see the class docstring); returns config()."""
+        shuffle (``shuffle_within_second``, ``shuffle_seed``; see the class docstring); returns
+        config(account=account). With another ``account`` than the default, only that account's settings
+        (credentials, ``scopes``, ``invalidate_on_mint``, ``max_requests_per_second``) may be given.
+        Nothing changes unless every setting is valid."""
         unknown = set(settings) - set(self._CONFIG_KEYS)
         if unknown:
             raise ValueError(f"unknown setting(s): {sorted(unknown)}")
+        values = {key: _setting(key, value) for key, value in settings.items()}
         with self._lock:
-            for key, value in settings.items():
-                if key == "last_token_style" and value not in LAST_TOKEN_STYLES:
-                    raise ValueError(f"last_token_style must be one of {LAST_TOKEN_STYLES}")
-                if key == "today":
-                    value = None if value is None else _parse_day(value)
-                elif key == "scopes" and isinstance(value, list | tuple):
-                    value = " ".join(value)
-                elif key in ("token_ttl", "page_token_ttl"):
-                    value = float(value) if not isinstance(value, int) else value
-                elif key == "retention_days":
-                    value = int(value)
-                elif key in ("shuffle_within_second", "invalidate_on_mint"):
-                    if not isinstance(value, bool):  # "false" from a sloppy client must not mean on
-                        raise ValueError(f"{key} must be true or false")
-                elif key == "max_requests_per_second":
-                    if value is not None:
-                        value = float(value)
-                        if not value > 0:
-                            raise ValueError("max_requests_per_second must be a positive number or null")
-                elif key == "shuffle_seed":
-                    value = None if value is None else int(value)
-                elif key in ("account_id", "client_id", "client_secret", "scopes"):
-                    value = str(value)
-                setattr(self, key, value)
-            return self.config()
+            target = self._account(account)
+            shared = sorted(key for key in values if key not in _AccountState.SETTINGS)
+            if shared and target.name != DEFAULT_ACCOUNT:
+                raise ValueError(f"{shared} are the same for every account: configure them without an account")
+            self._check_distinct(target, values.get("account_id", target.account_id),
+                                 values.get("client_id", target.client_id))
+            for key, value in values.items():
+                setattr(target if key in _AccountState.SETTINGS else self, key, value)
+            return self.config(account=account)
 
-    def config(self) -> dict:
-        """Current settings (``today`` as a string or None)."""
+    def config(self, *, account: str = DEFAULT_ACCOUNT) -> dict:
+        """Current settings as seen by ``account`` (``today`` as a string or None)."""
         with self._lock:
-            out = {key: getattr(self, key) for key in self._CONFIG_KEYS}
+            target = self._account(account)
+            out = {key: getattr(target if key in _AccountState.SETTINGS else self, key) for key in self._CONFIG_KEYS}
         out["today"] = out["today"].isoformat() if out["today"] else None
         return out
 
     def _today(self) -> dt.date:
         return self.today or dt.datetime.now(dt.UTC).date()
 
+    # -- accounts ----------------------------------------------------------------------------------
+    def add_account(self, name: str, *, client_secret: str, account_id: str | None = None,
+                    client_id: str | None = None, scopes: str = DEFAULT_SCOPES,
+                    max_requests_per_second: float | None = None) -> SimAccount:
+        """Another Zoom account, with its own Server-to-Server app: ``account_id`` and ``client_id``
+        default to generated ids (``sim-account-<name>``, ``sim-client-id-<name>``); both must differ
+        from every other account's. Returns its credentials."""
+        if not isinstance(name, str) or not name:
+            raise ValueError("an account's name must be a non-empty string")
+        if not isinstance(client_secret, str) or not client_secret:
+            raise ValueError("client_secret must be a non-empty string")
+        scopes, limit = _setting("scopes", scopes), _setting("max_requests_per_second", max_requests_per_second)
+        with self._lock:
+            if name in self._accounts:
+                raise ValueError(f"account {name!r} already exists")
+            ids = {}
+            for key, given, stem in (("account_id", account_id, "sim-account"),
+                                     ("client_id", client_id, "sim-client-id")):
+                if given is None:
+                    taken = {getattr(other, key) for other in self._accounts.values()}
+                    given = f"{stem}-{name}"
+                    while given in taken:
+                        given = f"{stem}-{name}-{secrets.token_hex(3)}"
+                ids[key] = _setting(key, given)
+            state = _AccountState(name, ids["account_id"], ids["client_id"], client_secret, scopes)
+            state.max_requests_per_second = limit
+            self._check_distinct(state, state.account_id, state.client_id)
+            self._accounts[name] = state
+            return state.credentials()
+
+    def account(self, name: str = DEFAULT_ACCOUNT) -> SimAccount:
+        """The credentials of account ``name`` (as they are now)."""
+        with self._lock:
+            return self._account(name).credentials()
+
+    def accounts(self) -> list[str]:
+        """Names of every account, the default first, then in the order added."""
+        with self._lock:
+            return list(self._accounts)
+
+    def _account(self, name: Any) -> _AccountState:
+        state = self._accounts.get(name) if isinstance(name, str) else None
+        if state is None:
+            raise ValueError(f"unknown account {name!r}; accounts: {list(self._accounts)}")
+        return state
+
+    def _check_distinct(self, state: _AccountState, account_id: str, client_id: str) -> None:
+        for other in self._accounts.values():
+            if other is not state and account_id == other.account_id:
+                raise ValueError(f"account_id {account_id!r} is account {other.name!r}'s")
+            if other is not state and client_id == other.client_id:
+                raise ValueError(f"client_id {client_id!r} is account {other.name!r}'s")
+
     # -- data --------------------------------------------------------------------------------------
-    # Every method here takes ``log``: "operationlogs" (the default) or "activities" (see LOGS).
+    # Every method here takes ``log``: "operationlogs" (the default) or "activities" (see LOGS), and
+    # ``account`` ("default" unless given).
 
-    def _day_locked(self, log: _Log, day: str) -> _Day:
-        """The (log, day) records, an empty day created on first touch (caller holds the lock)."""
-        target = self._days.get((log.name, day))
-        if target is None:
-            target = self._days[(log.name, day)] = _Day(day, log=log)
-        return target
-
-    def set_day(self, day: str, records: list[dict], *, log: str = "operationlogs") -> None:
+    def set_day(self, day: str, records: list[dict], *, log: str = "operationlogs",
+                account: str = DEFAULT_ACCOUNT) -> None:
         """Replace ``day`` with explicit records (served newest first, stable for equal times).
 
         A ``bytes`` value (here or in add_records) goes on the wire verbatim between quotes instead of
@@ -947,36 +1145,35 @@ class ZoomSimulator:
         new = _Day(_day_str(day), log=_log(log))
         new.set_explicit(records)
         with self._lock:
-            self._days[(log, new.day)] = new
+            self._account(account).days[(new.log.name, new.day)] = new
 
-    def generate_day(self, day: str, count: int, *, seed: int = 0, twins: int = 0, log: str = "operationlogs") -> None:
+    def generate_day(self, day: str, count: int, *, seed: int = 0, twins: int = 0, log: str = "operationlogs",
+                     account: str = DEFAULT_ACCOUNT) -> None:
         """Replace ``day`` with ``count`` lazily generated records (``twins`` adjacent identical pairs)."""
         new = _Day(_day_str(day), int(count), int(seed), int(twins), _log(log))
         with self._lock:
-            self._days[(log, new.day)] = new
+            self._account(account).days[(new.log.name, new.day)] = new
 
-    def add_records(self, day: str, records: list[dict], *, log: str = "operationlogs") -> None:
+    def add_records(self, day: str, records: list[dict], *, log: str = "operationlogs",
+                    account: str = DEFAULT_ACCOUNT) -> None:
         """Events arriving now: merged by time; on equal time the newly added go first."""
         target = _log(log)
         with self._lock:
-            self._add_locked(target, _day_str(day), records)
+            self._account(account).add(target, _day_str(day), records)
 
-    def _add_locked(self, log: _Log, day: str, records: list[dict]) -> None:
-        self._day_locked(log, day).add(records)
-
-    def day_count(self, day: str, *, log: str = "operationlogs") -> int:
+    def day_count(self, day: str, *, log: str = "operationlogs", account: str = DEFAULT_ACCOUNT) -> int:
         """Records currently stored for ``day`` (ground truth for tests)."""
         key = (_log(log).name, _day_str(day))
         with self._lock:
-            target = self._days.get(key)
+            target = self._account(account).days.get(key)
             return target.total if target else 0
 
     def day_records(self, day: str, offset: int = 0, limit: int | None = None, *,
-                    log: str = "operationlogs") -> list[dict]:
+                    log: str = "operationlogs", account: str = DEFAULT_ACCOUNT) -> list[dict]:
         """The day's records as the API would serve them, newest first (ground truth for tests)."""
         key = (_log(log).name, _day_str(day))
         with self._lock:
-            target = self._days.get(key)
+            target = self._account(account).days.get(key)
             if target is None:
                 return []
             return [dict(r) for r in target.slice(offset, target.total if limit is None else limit)]
@@ -1011,13 +1208,13 @@ class ZoomSimulator:
 
     # -- faults and triggers -----------------------------------------------------------------------
     def inject(self, kind: str, *, times: int = 1, after_calls: int = 0, log: str = "operationlogs",
-               **params: Any) -> None:
-        """Fail the next ``times`` report calls of ``log`` (token calls for ``token_*`` kinds, where
-        ``log`` does not apply) once ``after_calls`` more such calls have been served with no fault.
-        ``invalid_page_token`` only fires on a request that carries a ``next_page_token``. Faults fire
-        before authentication, like a gateway would. Params: ``retry_after`` (rate limits; for daily it
-        overrides the ISO timestamp), ``status`` and ``body`` ("json"/"html") for server errors,
-        ``seconds`` for slow, ``limit`` for daily, ``shape`` for malformed_page (one of
+               account: str = DEFAULT_ACCOUNT, **params: Any) -> None:
+        """Fail the next ``times`` report calls of ``log`` of ``account`` (its token calls for ``token_*``
+        kinds, where ``log`` does not apply) once ``after_calls`` more such calls have been served with
+        no fault. ``invalid_page_token`` only fires on a request that carries a ``next_page_token``.
+        Faults fire before authentication, like a gateway would. Params: ``retry_after`` (rate limits;
+        for daily it overrides the ISO timestamp), ``status`` and ``body`` ("json"/"html") for server
+        errors, ``seconds`` for slow, ``limit`` for daily, ``shape`` for malformed_page (one of
         ``MALFORMED_SHAPES``: the records list ``missing`` (default), ``null`` or an ``object``, or the
         body ``{}`` (``empty``) or ``{"message": "upstream timeout"}`` (``message``)), ``body`` for raw_body."""
         if kind not in FAULT_KINDS and kind not in TOKEN_FAULT_KINDS:
@@ -1030,37 +1227,43 @@ class ZoomSimulator:
         where = None if kind in TOKEN_FAULT_KINDS else _log(log).name
         fault = _Fault(kind, int(times), int(after_calls), dict(params), where)
         with self._lock:
-            (self._faults if where else self._token_faults).append(fault)
+            state = self._account(account)
+            (state.faults if where else state.token_faults).append(fault)
 
-    def clear_faults(self) -> None:
-        """Drop every pending fault."""
+    def clear_faults(self, *, account: str = DEFAULT_ACCOUNT) -> None:
+        """Drop every pending fault of ``account``."""
         with self._lock:
-            self._faults.clear()
-            self._token_faults.clear()
+            state = self._account(account)
+            state.faults.clear()
+            state.token_faults.clear()
 
-    def pending_faults(self) -> list[dict]:
-        """Faults not yet fully served, with their remaining ``times`` and ``after_calls`` (and ``log``)."""
+    def pending_faults(self, *, account: str = DEFAULT_ACCOUNT) -> list[dict]:
+        """Faults of ``account`` not yet fully served, with their remaining ``times`` and ``after_calls``
+        (and ``log``)."""
         with self._lock:
-            return [f.as_dict() for f in self._faults + self._token_faults]
+            state = self._account(account)
+            return [f.as_dict() for f in state.faults + state.token_faults]
 
-    def _after_call(self, log: str, n: int, action: Callable[[], None]) -> None:
+    def _after_call(self, state: _AccountState, log: _Log, n: int, action: Callable[[], None]) -> None:
         if int(n) < 1:
             raise ValueError("report calls are numbered from 1")
         with self._lock:
-            self._triggers.setdefault((_log(log).name, int(n)), []).append(action)
+            state.triggers.setdefault((log.name, int(n)), []).append(action)
 
-    def on_report_call(self, n: int, day: str, records: list[dict], *, log: str = "operationlogs") -> None:
-        """Right after serving the n-th report call of ``log`` (1-based, since reset_stats),
-        add_records(day, records, log=log)."""
-        self._after_call(log, n, functools.partial(self._add_locked, _log(log), _day_str(day),
-                                                   [dict(r) for r in records]))
+    def on_report_call(self, n: int, day: str, records: list[dict], *, log: str = "operationlogs",
+                       account: str = DEFAULT_ACCOUNT) -> None:
+        """Right after serving the n-th report call of ``log`` of ``account`` (1-based, since
+        reset_stats), add_records(day, records, log=log, account=account)."""
+        state, target = self._account(account), _log(log)
+        self._after_call(state, target, n, functools.partial(state.add, target, _day_str(day),
+                                                             [dict(r) for r in records]))
 
     def late_events(self, day: str, *, after_call: int, position: int, count: int, seed: int = 0,
-                    twins: bool = False, log: str = "operationlogs") -> None:
-        """Right after serving report call ``after_call`` of ``log`` (1-based, since reset_stats), insert
-        ``count`` records into ``day`` immediately above the record then at ``position`` (0 = newest, in
-        day_records order), with its `time`: they take positions [position, position+count) and
-        everything from there on moves down.
+                    twins: bool = False, log: str = "operationlogs", account: str = DEFAULT_ACCOUNT) -> None:
+        """Right after serving report call ``after_call`` of ``log`` of ``account`` (1-based, since
+        reset_stats), insert ``count`` records into ``day`` immediately above the record then at
+        ``position`` (0 = newest, in day_records order), with its `time`: they take positions
+        [position, position+count) and everything from there on moves down.
 
         The position may be among rows a client was already served (just above the last row of its
         previous page, or hundreds back), which reproduces a listing that moves while a client pages;
@@ -1072,11 +1275,14 @@ class ZoomSimulator:
         """
         if int(position) < 0 or not 1 <= int(count) <= 10_000:
             raise ValueError("need position >= 0 and 1 <= count <= 10000")
-        self._after_call(log, after_call, functools.partial(
-            self._late_locked, _log(log), _day_str(day), int(position), int(count), int(seed), bool(twins)))
+        state, target = self._account(account), _log(log)
+        self._after_call(state, target, after_call, functools.partial(
+            self._late_locked, state, target, _day_str(day), int(position), int(count), int(seed), bool(twins)))
 
-    def _late_locked(self, log: _Log, day: str, position: int, count: int, seed: int, twins: bool) -> None:
-        target = self._day_locked(log, day)
+    @staticmethod
+    def _late_locked(state: _AccountState, log: _Log, day: str, position: int, count: int, seed: int,
+                     twins: bool) -> None:
+        target = state.day(log, day)
         position = min(position, target.total)
         anchor = target.slice(min(position, target.total - 1), 1)
         if anchor and twins:
@@ -1100,88 +1306,47 @@ class ZoomSimulator:
                     break
         target.insert_at(position, out)
 
-    def expire_page_tokens(self) -> None:
-        """Invalidate every outstanding next_page_token."""
+    def expire_page_tokens(self, *, account: str = DEFAULT_ACCOUNT) -> None:
+        """Invalidate every outstanding next_page_token of ``account``."""
         with self._lock:
-            self._page_tokens.clear()
+            self._account(account).page_tokens.clear()
 
-    def expire_access_tokens(self) -> None:
-        """Make every issued access token answer 401 "Access token is expired."."""
+    def expire_access_tokens(self, *, account: str = DEFAULT_ACCOUNT) -> None:
+        """Make every access token issued to ``account`` answer 401 "Access token is expired."."""
         with self._lock:
-            for tok in self._tokens.values():
+            for tok in self._account(account).tokens.values():
                 tok.revoked = True
 
-    def reset(self) -> None:
-        """Forget all days, tokens, faults, triggers (on_report_call, late_events) and statistics
-        (configuration is kept)."""
+    def reset(self, *, account: str = DEFAULT_ACCOUNT) -> None:
+        """Forget the days, tokens, faults, triggers (on_report_call, late_events) and statistics of
+        ``account`` (configuration and the other accounts are kept)."""
         with self._lock:
-            self._days.clear()
-            self._tokens.clear()
-            self._page_tokens.clear()
-            self._faults.clear()
-            self._token_faults.clear()
-            self._triggers.clear()
-            self._reset_stats_locked()
+            self._account(account).reset(self._connections)
 
     # -- statistics --------------------------------------------------------------------------------
-    def _reset_stats_locked(self) -> None:
-        self._counts = {name: _Counts() for name in LOGS}  # per report endpoint
-        self._token_counts = _Counts()  # the token endpoint's faults and statuses
-        self._token_calls = 0
-        self._tokens_issued = 0
-        self._token_use: dict[str, list[float]] = {}
-        self._in_flight = 0
-        self._max_in_flight = 0
-        self._connections = 0
-
-    def reset_stats(self) -> None:
-        """Zero the counters; report calls are numbered from 1 again for on_report_call, late_events
-        and shuffle_seed."""
+    def reset_stats(self, *, account: str = DEFAULT_ACCOUNT) -> None:
+        """Zero the counters of ``account``; its report calls are numbered from 1 again for
+        on_report_call, late_events and shuffle_seed."""
         with self._lock:
-            self._reset_stats_locked()
+            self._account(account).reset_stats(self._connections)
 
-    def stats(self) -> dict:
-        """Counters since the last reset_stats.
+    def stats(self, *, account: str = DEFAULT_ACCOUNT) -> dict:
+        """Counters of ``account`` since its last reset_stats: without ``account``, the default
+        account's (not totals over accounts), as every other method addresses the default account.
 
         Report counters are totals over both report endpoints (``faults_by_kind`` and
         ``status_counts`` include the token endpoint's), except ``report_calls_by_day``: operation-log
         calls only, keyed by ``from`` (``"from..to"`` for a multi-day range). ``by_log`` has each
         report endpoint's own ``report_calls``, ``report_calls_by_day``, ``faults_by_kind``,
         ``status_counts``, ``pages_served``, ``records_served``, ``page_tokens_issued`` and
-        ``qps_rejections``. ``max_concurrent_tokens`` is the largest number of access tokens whose
-        [first use, last use] report-call intervals overlap; ``max_in_flight`` the most report
-        requests open at once.
+        ``qps_rejections``. ``token_calls`` counts the token calls carrying the account's client_id,
+        ``tokens_issued`` those that minted. ``max_concurrent_tokens`` is the largest number of the
+        account's access tokens whose [first use, last use] report-call intervals overlap;
+        ``max_in_flight`` the most of its report requests open at once; ``connections`` the TCP
+        connections the server accepted (from any client) since.
         """
         with self._lock:
-            events = sorted(
-                [(first, 0) for first, _ in self._token_use.values()]
-                + [(last, 1) for _, last in self._token_use.values()]
-            )  # at equal times starts sort before ends: touching intervals overlap
-            current = peak = 0
-            for _, is_end in events:
-                current += -1 if is_end else 1
-                peak = max(peak, current)
-            logs = list(self._counts.values())
-            faults = _summed([c.faults for c in [*logs, self._token_counts]])
-            return {
-                "report_calls": sum(c.calls for c in logs),
-                "token_calls": self._token_calls,
-                "tokens_issued": self._tokens_issued,
-                "report_calls_by_day": dict(self._counts["operationlogs"].by_day),
-                "faults_served": sum(faults.values()),
-                "faults_by_kind": faults,
-                "status_counts": _summed([c.statuses for c in [*logs, self._token_counts]]),
-                "pages_served": sum(c.pages for c in logs),
-                "records_served": sum(c.records for c in logs),
-                "page_tokens_issued": sum(c.page_tokens for c in logs),
-                "tokens_used": len(self._token_use),
-                "max_concurrent_tokens": peak,
-                "max_in_flight": self._max_in_flight,
-                "connections": self._connections,
-                "pending_faults": len(self._faults) + len(self._token_faults),
-                "qps_rejections": sum(c.qps for c in logs),
-                "by_log": {name: c.as_dict() for name, c in self._counts.items()},
-            }
+            return self._account(account).stats(self._connections)
 
     def _track(self, conn: socket.socket, opened: bool) -> None:
         with self._lock:
@@ -1231,12 +1396,22 @@ class ZoomSimulator:
         if body and "json" not in (headers.get("Content-Type") or ""):
             # Zoom accepts the same parameters as an x-www-form-urlencoded body.
             params.update({k: v[0] for k, v in parse_qs(body.decode("latin-1"), keep_blank_values=True).items()})
-        answer = functools.partial(self._status, self._token_counts)
+        client_id = secret = None
+        auth = headers.get("Authorization") or ""
+        if auth[:6].lower() == "basic ":
+            try:
+                client_id, _, secret = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                pass
         with self._lock:
-            self._token_calls += 1
-            fault = self._take_fault(self._token_faults, None, lambda f: True)
+            # The call is the account's whose app the client_id names (an unknown one: the default's).
+            state = next((a for a in self._accounts.values() if a.client_id == client_id),
+                         self._accounts[DEFAULT_ACCOUNT])
+            state.token_calls += 1
+            fault = self._take_fault(state.token_faults, None, lambda f: True)
             if fault is not None:
-                self._token_counts.faults[fault.kind] = self._token_counts.faults.get(fault.kind, 0) + 1
+                state.token_counts.faults[fault.kind] = state.token_counts.faults.get(fault.kind, 0) + 1
+        answer = functools.partial(self._status, state.token_counts)
         if fault is not None:
             if fault.kind == "token_connection_reset":
                 return _Resp(0, reset=True)
@@ -1246,15 +1421,8 @@ class ZoomSimulator:
                 status = int(fault.params.get("status", 500))
                 return answer(_json(status, {"reason": HTTPStatus(status).phrase, "error": "server_error"}))
 
-        client_id = secret = None
-        auth = headers.get("Authorization") or ""
-        if auth[:6].lower() == "basic ":
-            try:
-                client_id, _, secret = base64.b64decode(auth[6:].strip(), validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                pass
         with self._lock:
-            if client_id != self.client_id or secret != self.client_secret:
+            if client_id != state.client_id or secret != state.client_secret:
                 return answer(_oauth_error("Invalid client_id or client_secret", "invalid_client"))
             grant_type = params.get("grant_type")
             if not grant_type:
@@ -1264,27 +1432,38 @@ class ZoomSimulator:
             account = params.get("account_id")
             if not account:
                 return answer(_oauth_error("Bad Request", "invalid_request"))
-            if account != self.account_id:
+            if account != state.account_id:
+                if any(other.account_id == account for other in self._accounts.values()):
+                    # Another account's id: this app's credentials are not valid there.
+                    return answer(_oauth_error("Invalid client_id or client_secret", "invalid_client"))
                 return answer(_oauth_error("Account does not exist", "invalid_request"))
-            if self.invalidate_on_mint:
-                self._tokens.clear()  # every earlier token now answers 401, code 124 "Invalid access token."
-            token = self._mint()
-            self._tokens_issued += 1
+            if state.invalidate_on_mint:
+                for earlier in state.tokens.values():  # they now answer 401, code 124 "Invalid access token."
+                    earlier.invalid = True
+            token = self._mint(state)
+            state.tokens_issued += 1
             return answer(_json(200, {"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl,
-                                      "scope": self.scopes, "api_url": self.root_url}))
+                                      "scope": state.scopes, "api_url": self.root_url}))
 
-    def _mint(self) -> str:
-        # Looks like Zoom's JWT-shaped tokens, but only the server-side table gives it meaning.
+    def _mint(self, state: _AccountState) -> str:
+        # Looks like Zoom's JWT-shaped tokens, but only the account's table gives it meaning.
         now = time.time()
 
         def b64(obj: Any) -> str:
             return base64.urlsafe_b64encode(orjson.dumps(obj)).rstrip(b"=").decode()
         token = ".".join((b64({"sv": "00000001", "alg": "HS512", "v": "2.0", "kid": secrets.token_hex(8)}),
-                          b64({"aud": "https://oauth.zoom.us", "uid": self.client_id, "ver": 9,
+                          b64({"aud": "https://oauth.zoom.us", "uid": state.client_id, "ver": 9,
                                "auid": secrets.token_hex(16), "iat": int(now), "exp": int(now + self.token_ttl)}),
                           secrets.token_urlsafe(64)))
-        self._tokens[token] = _Token(time.monotonic())
+        state.tokens[token] = _Token(time.monotonic())
         return token
+
+    def _owner(self, bearer: str) -> _AccountState:
+        """The account that minted ``bearer``; the default account for a token nobody minted."""
+        for state in self._accounts.values():
+            if bearer in state.tokens:
+                return state
+        return self._accounts[DEFAULT_ACCOUNT]
 
     # -- report ------------------------------------------------------------------------------------
     def _report(self, query: dict, headers: Any, log: _Log) -> _Resp:
@@ -1295,21 +1474,23 @@ class ZoomSimulator:
         if query.get("to", key) != key:
             key = f"{key}..{query.get('to', '')}"
         with self._lock:
-            counts = self._counts[log.name]
+            state = self._owner(bearer)  # the token decides the account: its data, limits, faults, counters
+            counts = state.counts[log.name]
             counts.calls += 1
             n = counts.calls
             counts.by_day[key] = counts.by_day.get(key, 0) + 1
-            self._in_flight += 1
-            self._max_in_flight = max(self._max_in_flight, self._in_flight)
-            if self.max_requests_per_second is not None and self._over_qps():
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            if state.max_requests_per_second is not None and state.over_qps():
                 counts.qps += 1
-                self._in_flight -= 1
+                state.in_flight -= 1
                 return self._status(counts, _api_error(429, 429, MSG_QPS, (("X-RateLimit-Category", "Heavy"),
                                                                            ("X-RateLimit-Type", "QPS"))))
-            if bearer in self._tokens:
+            token = state.tokens.get(bearer)
+            if token is not None and not token.invalid:
                 now = time.monotonic()
-                self._token_use.setdefault(bearer, [now, now])[1] = now
-            fault = self._take_fault(self._faults, log.name,
+                state.token_use.setdefault(bearer, [now, now])[1] = now
+            fault = self._take_fault(state.faults, log.name,
                                      lambda f: f.kind != "invalid_page_token" or has_page_token)
             if fault is not None:
                 counts.faults[fault.kind] = counts.faults.get(fault.kind, 0) + 1
@@ -1319,33 +1500,22 @@ class ZoomSimulator:
                 fault = None
             with self._lock:
                 if fault is None:
-                    resp = self._page(query, bearer, log, n)
+                    resp = self._page(query, bearer, log, state, n)
                 elif fault.kind == "truncated_body":
                     served = counts.records
-                    full = self._page(query, bearer, log, n)
+                    full = self._page(query, bearer, log, state, n)
                     resp = full._replace(body=full.body[: len(full.body) // 2])
                     if full.status == 200:  # the client never gets these records
                         counts.pages -= 1
                         counts.records = served
                 else:
-                    resp = self._fault_response(fault, query, bearer, log)
-                for action in self._triggers.pop((log.name, n), []):
+                    resp = self._fault_response(fault, query, bearer, log, state)
+                for action in state.triggers.pop((log.name, n), []):
                     action()
                 return self._status(counts, resp)
         finally:
             with self._lock:
-                self._in_flight -= 1
-
-    def _over_qps(self) -> bool:
-        """Whether this call exceeds the per-second limit (caller holds the lock); admits it if not."""
-        now = time.monotonic()
-        window = self._admitted
-        while window and now - window[0] >= 1.0:
-            window.popleft()
-        if len(window) >= self.max_requests_per_second:
-            return True
-        window.append(now)
-        return False
+                state.in_flight -= 1
 
     def _status(self, counts: _Counts, resp: _Resp) -> _Resp:
         if not resp.reset:
@@ -1354,7 +1524,7 @@ class ZoomSimulator:
                 counts.statuses[key] = counts.statuses.get(key, 0) + 1
         return resp
 
-    def _fault_response(self, fault: _Fault, query: dict, bearer: str, log: _Log) -> _Resp:
+    def _fault_response(self, fault: _Fault, query: dict, bearer: str, log: _Log, state: _AccountState) -> _Resp:
         kind, params = fault.kind, fault.params
         if kind == "rate_limit_qps":
             headers = [("X-RateLimit-Category", "Heavy"), ("X-RateLimit-Type", "QPS")]
@@ -1377,12 +1547,12 @@ class ZoomSimulator:
                 return _Resp(status, page.encode(), ctype="text/html")
             return _api_error(status, status, params.get("message", phrase))
         if kind == "token_expired":
-            token = self._tokens.get(bearer)
+            token = state.tokens.get(bearer)
             if token is not None:
                 token.revoked = True
             return _api_error(401, 124, MSG_EXPIRED_TOKEN)
         if kind == "invalid_page_token":
-            self._page_tokens.pop(query.get("next_page_token", ""), None)
+            state.page_tokens.pop(query.get("next_page_token", ""), None)
             return _api_error(400, 300, MSG_BAD_PAGE_TOKEN)
         if kind == "connection_reset":
             return _Resp(0, reset=True)
@@ -1403,15 +1573,16 @@ class ZoomSimulator:
             return _Resp(200, body.encode("latin-1") if isinstance(body, str) else bytes(body))
         raise AssertionError(f"unhandled fault {kind}")
 
-    def _page(self, query: dict, bearer: str, log: _Log, call: int = 0) -> _Resp:
-        """Serve one page of ``log`` for its report call number ``call`` (caller holds the lock)."""
+    def _page(self, query: dict, bearer: str, log: _Log, state: _AccountState, call: int = 0) -> _Resp:
+        """Serve one page of ``log`` of ``state``'s account for its report call number ``call`` (caller
+        holds the lock)."""
         now = time.monotonic()
-        token = self._tokens.get(bearer)
-        if token is None:
+        token = state.tokens.get(bearer)
+        if token is None or token.invalid:
             return _api_error(401, 124, MSG_INVALID_TOKEN)
         if token.revoked or now - token.issued > self.token_ttl:
             return _api_error(401, 124, MSG_EXPIRED_TOKEN)
-        if not any(scope in self.scopes.split() for scope in log.scopes):
+        if not any(scope in state.scopes.split() for scope in log.scopes):
             # Zoom answers a missing scope with 400, not 401/403.
             return _api_error(400, 4711, f"Invalid access token, does not contain scopes:[{log.scopes[0]}]")
 
@@ -1441,7 +1612,7 @@ class ZoomSimulator:
         offset = 0
         page_token = query.get("next_page_token")
         if page_token:
-            entry = self._page_tokens.get(page_token)  # bound to its endpoint and date range
+            entry = state.page_tokens.get(page_token)  # bound to its account, endpoint and date range
             if entry is None or now - entry.issued > self.page_token_ttl or entry[:3] != (log.name, frm, to):
                 return _api_error(400, 300, MSG_BAD_PAGE_TOKEN)
             offset = entry.offset
@@ -1455,8 +1626,8 @@ class ZoomSimulator:
         total = 0
         skip = offset
         raw = False
-        for day in sorted((d for name, d in self._days if name == log.name and frm <= d <= to), reverse=True):
-            data = self._days[(log.name, day)]
+        for day in sorted((d for name, d in state.days if name == log.name and frm <= d <= to), reverse=True):
+            data = state.days[(log.name, day)]
             day_total = data.total
             total += day_total
             if len(records) < size and skip < day_total:
@@ -1470,10 +1641,10 @@ class ZoomSimulator:
                 skip = max(0, skip - day_total)
 
         body: dict[str, Any] = {"from": log.bound(frm), "to": log.bound(to), "page_size": size}
-        counts = self._counts[log.name]
+        counts = state.counts[log.name]
         if offset + len(records) < total:
             body["next_page_token"] = self._issue_page_token(
-                _PageToken(log.name, frm, to, offset + len(records), size, now))
+                state, _PageToken(log.name, frm, to, offset + len(records), size, now))
             counts.page_tokens += 1
         elif self.last_token_style == "empty":
             body["next_page_token"] = ""
@@ -1484,12 +1655,12 @@ class ZoomSimulator:
         counts.records += len(records)
         return _Resp(200, _dumps_with_raw(body, log.records_key)) if raw else _json(200, body)
 
-    def _issue_page_token(self, entry: _PageToken) -> str:
-        if len(self._page_tokens) >= 10_000:  # drop expired entries so long runs stay bounded
+    def _issue_page_token(self, state: _AccountState, entry: _PageToken) -> str:
+        if len(state.page_tokens) >= 10_000:  # drop expired entries so long runs stay bounded
             cutoff = entry.issued - self.page_token_ttl
-            self._page_tokens = {k: v for k, v in self._page_tokens.items() if v.issued >= cutoff}
+            state.page_tokens = {k: v for k, v in state.page_tokens.items() if v.issued >= cutoff}
         token = secrets.token_urlsafe(24).replace("-", "x").replace("_", "Z")
-        self._page_tokens[token] = entry
+        state.page_tokens[token] = entry
         return token
 
     # -- control endpoints -------------------------------------------------------------------------
@@ -1499,41 +1670,56 @@ class ZoomSimulator:
             if not isinstance(data, dict):
                 raise ValueError("expected a JSON object")
             if method == "GET":
+                account = query.get("account", DEFAULT_ACCOUNT)
                 if name == "stats":
-                    return _json(200, self.stats())
+                    return _json(200, self.stats(account=account))
                 if name == "config":
-                    return _json(200, self.config())
+                    return _json(200, self.config(account=account))
                 if name == "faults":
-                    return _json(200, self.pending_faults())
+                    return _json(200, self.pending_faults(account=account))
+                if name == "accounts":
+                    return _json(200, [self.account(n)._asdict() for n in self.accounts()])
                 if name == "records":
                     limit, log = query.get("limit"), query.get("log", "operationlogs")
+                    where = {"log": log, "account": account}
                     return _json(200, {"records": _raw_out(self.day_records(
-                        query["day"], int(query.get("offset", 0)), None if limit is None else int(limit), log=log)),
-                        "count": self.day_count(query["day"], log=log)})
+                        query["day"], int(query.get("offset", 0)), None if limit is None else int(limit), **where)),
+                        "count": self.day_count(query["day"], **where)})
                 return _json(404, {"error": f"unknown control endpoint GET /_sim/{name}"})
             if method != "POST":
                 return _json(405, {"error": "use GET or POST"})
             log = data.get("log", "operationlogs")
+            account = data.get("account", DEFAULT_ACCOUNT)
+            where = {"log": log, "account": account}
+            if name == "account":
+                unknown = set(data) - {"name", "client_secret", "account_id", "client_id", "scopes",
+                                       "max_requests_per_second"}
+                if unknown:
+                    raise ValueError(f"unknown field(s): {sorted(unknown)}")
+                options = {k: v for k, v in data.items() if k not in ("name", "client_secret")}
+                return _json(200, self.add_account(data["name"], client_secret=data["client_secret"],
+                                                   **options)._asdict())
             if name == "day":
                 if "generate" in data:
                     self.generate_day(data["day"], int(data["generate"]), seed=int(data.get("seed", 0)),
-                                      twins=int(data.get("twins", 0)), log=log)
+                                      twins=int(data.get("twins", 0)), **where)
                 else:
-                    self.set_day(data["day"], _raw_in(data["records"]), log=log)
+                    self.set_day(data["day"], _raw_in(data["records"]), **where)
             elif name == "add":
-                self.add_records(data["day"], _raw_in(data["records"]), log=log)
+                self.add_records(data["day"], _raw_in(data["records"]), **where)
             elif name == "fault":
-                params = {k: v for k, v in data.items() if k not in ("kind", "times", "after_calls", "log")}
+                params = {k: v for k, v in data.items()
+                          if k not in ("kind", "times", "after_calls", "log", "account")}
                 self.inject(data["kind"], times=int(data.get("times", 1)),
-                            after_calls=int(data.get("after_calls", 0)), log=log, **params)
+                            after_calls=int(data.get("after_calls", 0)), **where, **params)
             elif name == "trigger":
-                self.on_report_call(int(data["n"]), data["day"], _raw_in(data["records"]), log=log)
+                self.on_report_call(int(data["n"]), data["day"], _raw_in(data["records"]), **where)
             elif name == "late_events":
                 if not isinstance(data.get("twins", False), bool):
                     raise ValueError("twins must be true or false")
                 self.late_events(data["day"], after_call=int(data["after_call"]), position=int(data["position"]),
                                  count=int(data["count"]), seed=int(data.get("seed", 0)),
-                                 twins=data.get("twins", False), log=log)
+                                 twins=data.get("twins", False), **where)
             elif name == "make_records":
                 return _json(200, {"records": self.make_records(
                     data["day"], int(data["count"]), seed=int(data.get("seed", 0)),
@@ -1541,9 +1727,9 @@ class ZoomSimulator:
             elif name == "config":
                 return _json(200, self.configure(**data))
             elif name == "stats":
-                return _json(200, self.stats())
+                return _json(200, self.stats(account=account))
             elif name in ("reset_stats", "expire_page_tokens", "expire_access_tokens", "clear_faults", "reset"):
-                getattr(self, name)()
+                getattr(self, name)(account=account)
             else:
                 return _json(404, {"error": f"unknown control endpoint POST /_sim/{name}"})
             return _json(200, {"ok": True})
@@ -1653,6 +1839,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--account-id", default="sim-account")
     ap.add_argument("--client-id", default="sim-client-id")
     ap.add_argument("--client-secret", default="sim-client-secret")
+    ap.add_argument("--account", action="append", default=[], metavar="NAME:CLIENT_SECRET",
+                    help="add an account with generated ids (printed in the JSON line); repeatable")
     ap.add_argument("--scopes", default=DEFAULT_SCOPES)
     ap.add_argument("--token-ttl", type=float, default=3600)
     ap.add_argument("--page-token-ttl", type=float, default=900)
@@ -1663,6 +1851,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="serve records of the same second in a fresh random order on every report call")
     ap.add_argument("--shuffle-seed", type=int, default=None, help="make that order a function of (seed, call)")
     args = ap.parse_args(argv)
+    extra = [spec.partition(":") for spec in args.account]
+    if any(not name or not sep or not secret for name, sep, secret in extra):
+        ap.error("--account takes NAME:CLIENT_SECRET")
 
     def whole(x: float) -> float:
         return int(x) if float(x).is_integer() else x
@@ -1677,6 +1868,11 @@ def main(argv: list[str] | None = None) -> int:
             day, _, rest = spec.partition("=")
             count, seed, twins = ([int(x) for x in rest.split(":")] + [0, 0])[:3]
             sim.generate_day(day, count, seed=seed, twins=twins, log=log)
+    try:
+        for name, _, secret in extra:
+            sim.add_account(name, client_secret=secret)
+    except ValueError as exc:
+        ap.error(str(exc))
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -1685,7 +1881,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sys.stdout.write(orjson.dumps({"base_url": sim.base_url, "token_url": sim.token_url,
                                        "control_url": sim.control_url,
-                                       "port": int(sim.root_url.rsplit(":", 1)[1])}).decode() + "\n")
+                                       "port": int(sim.root_url.rsplit(":", 1)[1]),
+                                       "accounts": [sim.account(n)._asdict() for n in sim.accounts()],
+                                       }).decode() + "\n")
         sys.stdout.flush()
         while not stop.wait(0.5):  # a short wait keeps signal delivery prompt
             pass

@@ -35,7 +35,7 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
     key = account.asset_key(source.name)
     zoom_key, store_key = account.resource_key("zoom"), account.resource_key("zoom_store")
 
-    @dg.multi_asset(
+    raw_spec = dict(
         name="__".join([*account.key_prefix, source.name]),
         specs=[
             dg.AssetSpec(
@@ -56,7 +56,7 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
         ],
         partitions_def=partitions_def,
         pool=account.pool,
-        # definitions.py replaces this with ZOOM_BACKFILL_DAYS_PER_RUN days a run.
+        # config.py replaces this with ZOOM_BACKFILL_DAYS_PER_RUN days a run.
         backfill_policy=dg.BackfillPolicy.multi_run(DEFAULT_BACKFILL_DAYS_PER_RUN),
         retry_policy=RETRY,
         check_specs=[
@@ -71,9 +71,9 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
         ],
         # Lets a run of many days record the check day by day; the asset and its check always run together.
         can_subset=True,
-        required_resource_keys={zoom_key, store_key},
     )
-    def raw_logs(context: dg.AssetExecutionContext):
+
+    def collect_days(context: dg.AssetExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore):
         """Collect each day of the run from Zoom, land it, and report it (collector.py, landing.py).
 
         The days are collected one after another with one client. Each is landed as soon as it is
@@ -82,8 +82,6 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
         re-execution of the backfill from failure reads only the rest. A one-day run reports its day as
         the step's result, which the UDM step of the same run then maps.
         """
-        zoom: ZoomClient = getattr(context.resources, zoom_key)
-        zoom_store: ZoomStore = getattr(context.resources, store_key)
         keys, lost = served_days(context.partition_keys, account)
         landed = landed_earlier(context, key) if len(context.partition_keys) > 1 else set()
         if landed:
@@ -112,6 +110,20 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
                 f"{', '.join(lost)} (outside its retention window, or not a day), so they cannot be collected.",
                 allow_retries=False,
             )
+
+    # A named account's resources have keys of its own (zoom_<name>, zoom_store_<name>); the single account
+    # keeps the parameters `zoom` and `zoom_store`, as before accounts existed.
+    if account.name:
+        @dg.multi_asset(**raw_spec, required_resource_keys={zoom_key, store_key})
+        def raw_logs(context: dg.AssetExecutionContext):
+            """Collect, land and report each day of the run (see collect_days)."""
+            yield from collect_days(context, getattr(context.resources, zoom_key),
+                                    getattr(context.resources, store_key))
+    else:
+        @dg.multi_asset(**raw_spec)
+        def raw_logs(context: dg.AssetExecutionContext, zoom: ZoomClient, zoom_store: ZoomStore):
+            """Collect, land and report each day of the run (see collect_days)."""
+            yield from collect_days(context, zoom, zoom_store)
 
     @dg.asset(
         name=source.udm_name,

@@ -188,3 +188,15 @@ def test_loading_with_a_bad_setting_fails_with_its_one_sentence(setting, value, 
     assert f"ValueError: {sentence}" in result.stderr.splitlines()
     assert result.stderr.count("Traceback") == 1 and "During handling" not in result.stderr
     assert not any(raw in result.stderr for raw in ("strptime", "time data", "invalid literal"))
+
+
+def test_loading_the_definitions_prints_no_warning_of_our_own_and_hides_no_other():
+    """Dagster warns on every load about the beta and preview features the definitions use on purpose;
+    zoom_pipeline/__init__.py silences exactly those, and a warning of any other kind still shows."""
+    code = ("import warnings, zoom_pipeline.definitions, dagster as dg\n"
+            "warnings.warn('Specifying something else is currently in preview', dg.PreviewWarning)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONWARNINGS": "default"})
+    assert done.returncode == 0, done.stderr
+    warned = [line for line in done.stderr.splitlines() if "Warning" in line]
+    assert len(warned) == 1 and "Specifying something else" in warned[0], done.stderr

@@ -19,13 +19,7 @@ DEMO_SIGN_INS_PER_DAY = (800, 700, 300)  # sign-in/sign-out activity logs, the s
 
 
 def main() -> int:
-    import warnings
-
     import dagster as dg
-
-    # The backfill policy and partitioned checks are marked beta/preview in Dagster 1.13; say it once, not per use.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
     from zoom_pipeline.simulator import ZoomSimulator
     from zoom_pipeline.sources import ACTIVITY_LOGS, SOURCES

@@ -132,12 +132,18 @@ def test_late_records_are_missing_until_the_day_is_collected_again(sim, zoom_env
     assert run_completeness(defs, instance, day, source).passed
 
 
-def test_an_open_day_is_not_compared(sim, zoom_env, bucket, defs, instance):
+def test_an_open_day_is_not_compared_and_the_check_is_not_run(sim, zoom_env, bucket, defs, instance):
+    """Green means compared and equal: a day that has not ended is not compared, and the check shows as not
+    executed in that run rather than passed."""
     today = days_ago(0)
     sim.generate_day(today, 20, seed=10)
-    evaluation = run_completeness(defs, instance, today)
-    assert evaluation.passed and values(evaluation)["compared"] is False
+    job = defs.resolve_job_def("zoom_completeness_job")
+    result = job.execute_in_process(instance=instance, tags={"dagster/partition": today}, raise_on_error=False)
+    assert result.success and result.get_asset_check_evaluations() == []
     assert sim.stats()["report_calls"] == 0
+    [record] = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(RAW, "day_matches_fresh_listing"), limit=1)
+    assert record.run_id == result.run_id and record.status.value == "PLANNED"  # planned, never evaluated
 
 
 def test_riding_along_a_materialization_reuses_its_pass(sim, zoom_env, bucket, s3, defs, instance):
@@ -185,12 +191,14 @@ def test_yesterday_that_landed_passes(sim, zoom_env, bucket, instance):
 
 
 def test_yesterday_not_yet_due_passes_with_a_note(instance):
+    report(instance, days_ago(5), "complete")  # the instance has collected before
     result = yesterday_freshness(instance, at(0, 1), deadline_hour=3)
     assert result.passed and values(result)["due"] is False
     assert result.description.startswith("Not due yet")
 
 
 def test_yesterday_overdue_fails(instance):
+    report(instance, days_ago(5), "complete")  # the instance has collected before
     result = yesterday_freshness(instance, at(0, 5), deadline_hour=3)
     assert not result.passed and values(result)["due"] is True
     assert "deadline has passed" in result.description
@@ -252,3 +260,35 @@ def test_the_window_check_names_days_without_a_complete_pass_and_fails_for_those
     for day in (later, refreshed_only):
         report(instance, day.isoformat(), "complete")
     assert window_result(instance, today).passed
+
+
+# ---- a fresh instance ------------------------------------------------------------------------------
+
+
+def test_on_a_fresh_instance_the_account_checks_have_nothing_to_judge_and_say_so_without_error(instance):
+    from zoom_pipeline.checks import window_result
+
+    for result in (yesterday_freshness(instance, at(0, 5), deadline_hour=3),
+                   window_result(instance, datetime.now(UTC).date())):
+        assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+        assert result.description.startswith("Nothing to judge yet: no day of operation logs has been collected")
+    report(instance, days_ago(0), "refresh (day still open)")  # a refresh of today is no complete pass either
+    assert yesterday_freshness(instance, at(0, 5), deadline_hour=3).severity == dg.AssetCheckSeverity.WARN
+
+
+def test_a_first_manual_run_on_a_fresh_instance_shows_no_error(sim, zoom_env, bucket, defs, instance):
+    """What a newcomer does first: materialize today from the asset page (every check of the asset selected).
+    The refresh is not compared, and the checks that judge the whole account are left to their own job:
+    none of them is evaluated, so none can read as a failure."""
+    sim.generate_day(days_ago(0), 30, seed=21)
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    result = asset_job.execute_in_process(partition_key=days_ago(0), instance=instance, asset_selection=[RAW])
+    assert result.success
+    assert result.get_asset_check_evaluations() == []
+    planned = {name: instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(RAW, name), limit=1) for name in ("day_matches_zoom", "day_matches_fresh_listing",
+                                                             "yesterday_landed_by_deadline",
+                                                             "every_day_in_zoom_window_collected")}
+    assert {name: [r.status.value for r in records] for name, records in planned.items()} == dict.fromkeys(
+        planned, ["PLANNED"])
+

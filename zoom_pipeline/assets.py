@@ -98,12 +98,14 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
             metadata = pass_metadata(found) | stored | {
                 "objects_written": dg.MetadataValue.json(stored["objects_written"])
             }
-            verdict = ride_along_result(days, found)
+            verdict = ride_along_result(days, found)  # None for a refresh: the check is then not run
             if len(keys) == 1:
-                yield dg.MaterializeResult(asset_key=key, metadata=metadata, check_results=[verdict])
+                yield dg.MaterializeResult(asset_key=key, metadata=metadata,
+                                           check_results=[verdict] if verdict else [])
             else:
                 yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
-                yield evaluation_of(key, verdict, day)
+                if verdict:
+                    yield evaluation_of(key, verdict, day)
         if lost:
             raise dg.Failure(
                 f"Collected {len(keys)} of the run's {len(context.partition_keys)} days; Zoom no longer serves "

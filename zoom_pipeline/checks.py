@@ -215,15 +215,12 @@ def drift_result(day: str, found: CollectedDay, drift: Drift, *, compared: str, 
     )
 
 
-def ride_along_result(days: DayStore, found: CollectedDay) -> dg.AssetCheckResult:
-    """`day_matches_zoom` for the run that just stored `found`."""
+def ride_along_result(days: DayStore, found: CollectedDay) -> dg.AssetCheckResult | None:
+    """`day_matches_zoom` for the run that just stored `found`; None when there is nothing to compare: a
+    refresh of a day that has not ended reads only its newest records. The check is then not executed in
+    that run (Dagster shows it as not run), so a green check always means compared and equal."""
     if not found.complete:
-        return dg.AssetCheckResult(
-            check_name=DAY_MATCHES_ZOOM, passed=True,
-            metadata={"day": found.day, "compared": False},
-            description=(f"Not compared: {found.day} has not ended, and a refresh reads only its newest "
-                         "records, so its listing is not the whole day."),
-        )
+        return None
     return drift_result(found.day, found, ride_along_drift(days, found), compared="with this run's complete pass",
                         api_calls=0, prefix=days.uri(found.parts_before.folder), check_name=DAY_MATCHES_ZOOM)
 
@@ -247,13 +244,12 @@ def checked_day(tags: Mapping[str, str], now: datetime) -> str:
     return start or (now.astimezone(UTC).date() - timedelta(days=2)).isoformat()
 
 
-def fresh_listing_result(zoom: ZoomClient, days: DayStore, day: str, *, log) -> dg.AssetCheckResult:
-    """List a finished day from Zoom (writing nothing) and compare it with storage."""
+def fresh_listing_result(zoom: ZoomClient, days: DayStore, day: str, *, log) -> dg.AssetCheckResult | None:
+    """List a finished day from Zoom (writing nothing) and compare it with storage; None (not compared,
+    no call) for a day that has not ended: Zoom's listing of it is still growing."""
     if not is_complete(day, datetime.now(UTC)):
-        return dg.AssetCheckResult(
-            passed=True, metadata={"day": day, "compared": False},
-            description=f"Not compared: {day} has not ended yet, so Zoom's listing of it is still growing.",
-        )
+        log(f"Not compared: {day} has not ended yet, so Zoom's listing of it is still growing.")
+        return None
     with zoom_failures():
         found = collect(zoom, days, day, log=log, write=False)
     return drift_result(day, found, fresh_listing_drift(days, found), compared="with a new listing",
@@ -274,6 +270,9 @@ def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_ho
     day_end = datetime.combine(now.date(), time.min, tzinfo=UTC)
     yesterday = (now.date() - timedelta(days=1)).isoformat()
     deadline = day_end + timedelta(hours=deadline_hour)
+    if not collected_anything(instance, key or dg.AssetKey(source.name)):
+        return nothing_to_judge(source, f"this check judges yesterday once days are collected (the daily "
+                                        f"schedule lands yesterday by {deadline_hour:02d}:00 UTC)")
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=key or dg.AssetKey(source.name), asset_partitions=[yesterday],
@@ -308,6 +307,27 @@ def yesterday_freshness(instance: dg.DagsterInstance, now: datetime, deadline_ho
             f"{yesterday} has not landed and its {deadline:%H:%M} UTC deadline has passed: no run has completed a "
             "full pass over it. Check that zoom_daily_schedule is running and look at its latest runs."
         ),
+    )
+
+
+def collected_anything(instance: dg.DagsterInstance, key: dg.AssetKey) -> bool:
+    """Whether any day of the asset ever had a complete pass on this instance (a fresh instance has none)."""
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000, cursor=cursor)
+        if any(pass_of(r) in (COMPLETE_PASS, None) for r in result.records):
+            return True
+        if not result.has_more:
+            return False
+        cursor = result.cursor
+
+
+def nothing_to_judge(source: Source, then: str) -> dg.AssetCheckResult:
+    """WARN, not ERROR, on an instance that never collected a day: a first run is no failure."""
+    return dg.AssetCheckResult(
+        passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"nothing_to_judge": True},
+        description=f"Nothing to judge yet: no day of {source.title} has been collected by a complete pass on "
+                    f"this instance; {then}.",
     )
 
 
@@ -355,6 +375,10 @@ def window_gaps(instance: dg.DagsterInstance, today, source: Source = OPERATION_
 def window_result(instance: dg.DagsterInstance, today, source: Source = OPERATION_LOGS,
                   key: dg.AssetKey | None = None, first: str | None = None) -> dg.AssetCheckResult:
     gaps, urgent = window_gaps(instance, today, source, key, first)
+    if gaps and not collected_anything(instance, key or dg.AssetKey(source.name)):
+        return nothing_to_judge(source, f"{len(gaps)} ended day(s) inside Zoom's window can be backfilled from the "
+                                        f"asset page, {len(urgent)} of them leaving the window within "
+                                        f"{LOSE_IT_WITHIN_DAYS} days")
     metadata = {
         "oldest_day_zoom_serves": oldest_served_day(today).isoformat(),
         "days_without_complete_pass": dg.MetadataValue.json(gaps),
@@ -391,59 +415,80 @@ def build_source_checks(source: Source, deadline_hour: int = DEFAULT_FRESHNESS_D
     key = account.asset_key(source.name)
     zoom_key, store_key = account.resource_key("zoom"), account.resource_key("zoom_store")
 
+    op_prefix = "__".join([*account.key_prefix, source.name])
+
+    def materializes_the_asset(context: dg.AssetCheckExecutionContext) -> bool:
+        return key in (context.run.asset_selection or ())
+
     # Partitioned like the asset (a preview feature in Dagster 1.13), so a run tagged with its day records
     # the result against that day. It reads storage itself rather than taking the asset as an input, which
-    # would load every partition, and it calls Zoom, so it takes a slot of the `zoom_api` pool.
-    @dg.asset_check(
-        asset=key,
-        name=DAY_MATCHES_FRESH_LISTING,
-        partitions_def=partitions_def,
+    # would load every partition, and it calls Zoom, so it takes a slot of the account's pool. A multi-asset
+    # check, so that a run in which it compares nothing leaves it not executed rather than passed.
+    @dg.multi_asset_check(
+        name=f"{op_prefix}__{DAY_MATCHES_FRESH_LISTING}",
+        specs=[dg.AssetCheckSpec(
+            DAY_MATCHES_FRESH_LISTING, asset=key, partitions_def=partitions_def,
+            description=(
+                f"A finished day still matches Zoom's {source.title}: lists the day again (nothing is written) "
+                "and compares every stored record with it, copy for copy, plus each part against its manifest. "
+                "The day is the run's tag dagster/partition=YYYY-MM-DD (zoom_completeness_job); untagged, the day "
+                "before yesterday (the latest day the daily schedule has settled). Not executed in a run that "
+                "materializes the day (day_matches_zoom compares that pass) or for a day that has not ended."
+            ),
+        )],
+        can_subset=True,
         pool=account.pool,
         required_resource_keys={zoom_key, store_key},
-        description=(
-            f"A finished day still matches Zoom's {source.title}: lists the day again (nothing is written) and "
-            "compares every stored record with it, copy for copy, plus each part against its manifest. The day "
-            "is the run's tag dagster/partition=YYYY-MM-DD (zoom_completeness_job); untagged, the day before "
-            "yesterday (the latest day the daily schedule has settled)."
-        ),
     )
-    def fresh_listing_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        zoom: ZoomClient = getattr(context.resources, zoom_key)
-        zoom_store: ZoomStore = getattr(context.resources, store_key)
+    def fresh_listing_check(context: dg.AssetCheckExecutionContext):
         day = validate_day(checked_day(context.run.tags, datetime.now(UTC))).isoformat()
-        if key in (context.run.asset_selection or ()):
+        if materializes_the_asset(context):
             # Materializing the day from the asset page runs every check of the asset: its ride-along
             # day_matches_zoom has just compared that pass, so a second full listing would only double the calls.
-            return dg.AssetCheckResult(
-                passed=True, metadata={"day": day, "compared": False},
-                description=(f"Not listed again: this run materialized {day}, and {DAY_MATCHES_ZOOM} compared its "
-                             "pass with storage. Launch zoom_completeness_job to list the day afresh."),
-            )
-        return fresh_listing_result(zoom, zoom_store.days(source), day, log=context.log.info)
+            context.log.info(f"Not listed again: this run materialized {day}, and {DAY_MATCHES_ZOOM} compared its "
+                             "pass with storage. Launch zoom_completeness_job to list the day afresh.")
+            return
+        zoom: ZoomClient = getattr(context.resources, zoom_key)
+        zoom_store: ZoomStore = getattr(context.resources, store_key)
+        result = fresh_listing_result(zoom, zoom_store.days(source), day, log=context.log.info)
+        if result is not None:
+            yield result._replace(asset_key=key, check_name=DAY_MATCHES_FRESH_LISTING)
 
     # Dagster's build_time_partition_freshness_checks looks at the last partition, which is today with
-    # end_offset=1; the day that should have landed is yesterday.
-    @dg.asset_check(
-        asset=key,
-        name=YESTERDAY_LANDED,
-        description=(
-            f"Yesterday's (UTC) {source.title} were collected by a complete pass before {deadline_hour:02d}:00 "
-            "UTC. Passes with a note before the deadline; fails after it until the day lands."
-        ),
-        metadata={"deadline_hour_utc": deadline_hour},
+    # end_offset=1; the day that should have landed is yesterday. It and the window check judge the whole
+    # account: zoom_freshness_job (on its schedule) runs them; a run materializing a day leaves them not run.
+    @dg.multi_asset_check(
+        name=f"{op_prefix}__{YESTERDAY_LANDED}",
+        specs=[dg.AssetCheckSpec(
+            YESTERDAY_LANDED, asset=key, metadata={"deadline_hour_utc": deadline_hour},
+            description=(
+                f"Yesterday's (UTC) {source.title} were collected by a complete pass before {deadline_hour:02d}:00 "
+                "UTC. Passes with a note before the deadline; fails after it until the day lands; warns with "
+                "nothing to judge on an instance that never collected a day."
+            ),
+        )],
+        can_subset=True,
     )
-    def yesterday_landed_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour, source, key)
+    def yesterday_landed_check(context: dg.AssetCheckExecutionContext):
+        if not materializes_the_asset(context):
+            yield yesterday_freshness(context.instance, datetime.now(UTC), deadline_hour, source, key)._replace(
+                asset_key=key, check_name=YESTERDAY_LANDED)
 
-    @dg.asset_check(
-        asset=key,
-        name=WINDOW_COLLECTED,
-        description=(
-            "Every ended day inside Zoom's ~six-month window had a complete pass. Fails naming the days that "
-            f"leave the window within {LOSE_IT_WITHIN_DAYS} days without one; warns for other gaps. No Zoom call."
-        ),
+    @dg.multi_asset_check(
+        name=f"{op_prefix}__{WINDOW_COLLECTED}",
+        specs=[dg.AssetCheckSpec(
+            WINDOW_COLLECTED, asset=key,
+            description=(
+                "Every ended day inside Zoom's ~six-month window had a complete pass. Fails naming the days that "
+                f"leave the window within {LOSE_IT_WITHIN_DAYS} days without one; warns for other gaps, and with "
+                "nothing to judge on an instance that never collected a day. No Zoom call."
+            ),
+        )],
+        can_subset=True,
     )
-    def window_collected_check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return window_result(context.instance, datetime.now(UTC).date(), source, key, account.logs_start_date)
+    def window_collected_check(context: dg.AssetCheckExecutionContext):
+        if not materializes_the_asset(context):
+            yield window_result(context.instance, datetime.now(UTC).date(), source, key,
+                                account.logs_start_date)._replace(asset_key=key, check_name=WINDOW_COLLECTED)
 
     return [fresh_listing_check, yesterday_landed_check, window_collected_check]

@@ -15,12 +15,13 @@ from zoom_pipeline.checks import ride_along_result
 from zoom_pipeline.collector import CollectedDay, collect
 from zoom_pipeline.constants import DAY_MATCHES_ZOOM, DEFAULT_BACKFILL_DAYS_PER_RUN
 from zoom_pipeline.day_store import PartWriter, StoredDigests, ZoomStore
+from zoom_pipeline.failures import retry_only_transient
 from zoom_pipeline.io_manager import StoredDay, UdmParts
 from zoom_pipeline.landing import land
 from zoom_pipeline.ledger import line_digests
 from zoom_pipeline.partitions import daily_partitions, validate_day
 from zoom_pipeline.sources import ACTIVITY_LOGS, OPERATION_LOGS, SOURCES, Source
-from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
+from zoom_pipeline.zoom_client import ZoomClient
 
 # Transient trouble that outlasts the client's own retries (Zoom 5xx storms, S3 outages, a racing
 # run) gets a few more tries at the step level, spaced out; fatal errors use allow_retries=False.
@@ -82,36 +83,35 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
         re-execution of the backfill from failure reads only the rest. A one-day run reports its day as
         the step's result, which the UDM step of the same run then maps.
         """
-        keys, lost = served_days(context.partition_keys, account)
-        landed = landed_earlier(context, key) if len(context.partition_keys) > 1 else set()
-        if landed:
-            context.log.info(f"Not read again: {len(landed)} day(s) an earlier attempt of this run landed.")
-        days = zoom_store.days(source)
-        with zoom_failures():
+        with retry_only_transient():  # only what may pass later goes to the RetryPolicy (failures.py)
+            keys, lost = served_days(context.partition_keys, account)
+            landed = landed_earlier(context, key) if len(context.partition_keys) > 1 else set()
+            if landed:
+                context.log.info(f"Not read again: {len(landed)} day(s) an earlier attempt of this run landed.")
+            days = zoom_store.days(source)
             zoom.authenticate()  # bad credentials fail here, before storage is read
-        for day in keys:
-            if day in landed:
-                continue
-            with zoom_failures():
+            for day in keys:
+                if day in landed:
+                    continue
                 found = collect(zoom, days, day, log=context.log.info)
-            stored = land(days, found, run_id=context.run_id, warn=context.log.warning)
-            metadata = pass_metadata(found) | stored | {
-                "objects_written": dg.MetadataValue.json(stored["objects_written"])
-            }
-            verdict = ride_along_result(days, found)  # None for a refresh: the check is then not run
-            if len(keys) == 1:
-                yield dg.MaterializeResult(asset_key=key, metadata=metadata,
-                                           check_results=[verdict] if verdict else [])
-            else:
-                yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
-                if verdict:
-                    yield evaluation_of(key, verdict, day)
-        if lost:
-            raise dg.Failure(
-                f"Collected {len(keys)} of the run's {len(context.partition_keys)} days; Zoom no longer serves "
-                f"{', '.join(lost)} (outside its retention window, or not a day), so they cannot be collected.",
-                allow_retries=False,
-            )
+                stored = land(days, found, run_id=context.run_id, warn=context.log.warning)
+                metadata = pass_metadata(found) | stored | {
+                    "objects_written": dg.MetadataValue.json(stored["objects_written"])
+                }
+                verdict = ride_along_result(days, found)  # None for a refresh: the check is then not run
+                if len(keys) == 1:
+                    yield dg.MaterializeResult(asset_key=key, metadata=metadata,
+                                               check_results=[verdict] if verdict else [])
+                else:
+                    yield dg.AssetMaterialization(asset_key=key, partition=day, metadata=metadata)
+                    if verdict:
+                        yield evaluation_of(key, verdict, day)
+            if lost:
+                raise dg.Failure(
+                    f"Collected {len(keys)} of the run's {len(context.partition_keys)} days; Zoom no longer serves "
+                    f"{', '.join(lost)} (outside its retention window, or not a day), so they cannot be collected.",
+                    allow_retries=False,
+                )
 
     # A named account's resources have keys of its own (zoom_<name>, zoom_store_<name>); the single account
     # keeps the parameters `zoom` and `zoom_store`, as before accounts existed.
@@ -150,8 +150,9 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
         # Normalizing needs no Zoom call, so stored days older than Zoom's window can still be mapped.
         out: list[UdmParts] = []
         try:
-            for day in raw:
-                out.append(map_day(day))
+            with retry_only_transient():
+                for day in raw:
+                    out.append(map_day(day))
         except BaseException:
             for mapped in out:
                 for _, part in mapped.parts:

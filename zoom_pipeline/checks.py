@@ -29,10 +29,11 @@ from zoom_pipeline.constants import (
     YESTERDAY_LANDED,
 )
 from zoom_pipeline.day_store import DayParts, DayStore, ZoomStore
+from zoom_pipeline.failures import retry_only_transient
 from zoom_pipeline.ledger import line_digests
 from zoom_pipeline.partitions import daily_partitions, oldest_served_day, validate_day
 from zoom_pipeline.sources import OPERATION_LOGS, Source
-from zoom_pipeline.zoom_client import ZoomClient, zoom_failures
+from zoom_pipeline.zoom_client import ZoomClient
 
 DEFAULT_FRESHNESS_DEADLINE_HOUR = 3
 LOSE_IT_WITHIN_DAYS = 14
@@ -250,7 +251,7 @@ def fresh_listing_result(zoom: ZoomClient, days: DayStore, day: str, *, log) -> 
     if not is_complete(day, datetime.now(UTC)):
         log(f"Not compared: {day} has not ended yet, so Zoom's listing of it is still growing.")
         return None
-    with zoom_failures():
+    with retry_only_transient():
         found = collect(zoom, days, day, log=log, write=False)
     return drift_result(day, found, fresh_listing_drift(days, found), compared="with a new listing",
                         api_calls=found.stats.api_calls, prefix=days.uri(found.parts_before.folder))

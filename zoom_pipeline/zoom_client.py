@@ -7,7 +7,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import NamedTuple
@@ -35,16 +34,6 @@ MAX_TOKEN_REFRESHES = 3  # token replacements after 401s within one report call
 
 class ZoomError(Exception):
     """A Zoom failure that retrying cannot fix: the message says what to check."""
-
-
-@contextmanager
-def zoom_failures():
-    """The one place a ZoomError becomes a Dagster failure: retrying cannot fix bad credentials,
-    scopes, retention or a spent daily quota, so the step fails at once with the error's sentence."""
-    try:
-        yield
-    except ZoomError as exc:
-        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 class ZoomRetryableError(Exception):

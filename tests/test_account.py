@@ -310,3 +310,39 @@ def test_postgres_shares_pace_budget_and_token_across_runs(postgres, sim, zoom_e
     assert all(client.calls_used_today() == 30 for client in clients)  # counted together
     for client in clients:
         client.close()
+
+
+def test_a_run_holds_at_most_one_postgres_connection_for_the_account_store(postgres, sim, zoom_env, monkeypatch):
+    """The account store shares the run's connection budget: one connection (schema, budget, token, pace),
+    never a second, sampled from pg_stat_activity while a pass pages through a day."""
+    import psycopg
+
+    for key, value in postgres.items():
+        monkeypatch.setenv(key, value)
+    conninfo = (f"host={postgres['DAGSTER_PG_HOST']} port={postgres['DAGSTER_PG_PORT']} "
+                f"user={postgres['DAGSTER_PG_USER']} dbname={postgres['DAGSTER_PG_DB']}")
+    day = days_ago(1)
+    sim.generate_day(day, 900, seed=5)
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            while not done.is_set():
+                [(n,)] = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> "
+                                      "pg_backend_pid() AND backend_type = 'client backend'",
+                                      (postgres["DAGSTER_PG_DB"],)).fetchall()
+                peak[0] = max(peak[0], n)
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=sample)
+    watcher.start()
+    try:
+        client = zoom_client(zoom_env, page_size=30, account_store="postgres", max_requests_per_second=200,
+                             daily_request_budget=1000)
+        assert len(listed(client.day_pass(day))) == 900
+        assert client.calls_used_today() == 30
+        client.close()
+    finally:
+        done.set()
+        watcher.join()
+    assert peak[0] == 1

@@ -24,7 +24,7 @@ def s3_error(code: str, status: int) -> ClientError:
 
 @pytest.mark.parametrize("exc, transient", [
     (ZoomRetryableError("5xx storm"), True),
-    (ZoomAccountStoreError("PostgreSQL unreachable"), True),
+    (ZoomAccountStoreError("PostgreSQL unreachable"), False),
     (ConcurrentWriteError("lost the race five times"), True),
     (requests.ConnectionError("reset"), True),
     (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),

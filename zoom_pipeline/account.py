@@ -385,29 +385,33 @@ class _PostgresBackend(_SqlBackend):
 
     def __init__(self, spec: StoreSpec, connect_timeout: float = 5.0):
         import psycopg
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
         self.where = spec.where
         self.connect_timeout = connect_timeout
-        try:
-            with psycopg.connect(spec.conninfo, connect_timeout=max(1, int(connect_timeout))) as conn:
-                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (int(_key("zoom_account schema")[:7], 16),))
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-        except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AccountStoreUnavailable(
-                f"Cannot reach the shared Zoom account store, {spec.where} ({reason}), so no Zoom call was made."
-            ) from None
+        # One connection per run, on top of the ones Dagster's own storage opens: the run calls Zoom from
+        # one thread at a time, and each use of the store (budget, token, pace bucket) takes the connection
+        # and gives it back before the next, so a second one would only sit idle. The schema is created on
+        # that same connection.
         self.pool = ConnectionPool(
-            # A run calls Zoom from one thread at a time (plus the page consumer): two connections suffice,
-            # on top of the ones Dagster's own storage opens per run.
-            spec.conninfo, min_size=1, max_size=2, open=True, timeout=30,
+            spec.conninfo, min_size=1, max_size=1, open=False, timeout=30,
             # Not autocommit: pyrate-limiter's bucket locks its table inside the pooled transaction.
             kwargs={"connect_timeout": max(1, int(connect_timeout))},
             name="zoom-account",
         )
+        try:
+            self.pool.open(wait=True, timeout=max(1.0, connect_timeout))
+            with self.pool.connection() as conn:
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL's catalog.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (int(_key("zoom_account schema")[:7], 16),))
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+        except (psycopg.Error, PoolTimeout) as exc:
+            self.pool.close()
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AccountStoreUnavailable(
+                f"Cannot reach the shared Zoom account store, {spec.where} ({reason}), so no Zoom call was made."
+            ) from None
 
     def _run(self, statement, params=(), fetch=False):
         with self.pool.connection() as conn, conn.cursor() as cur:

@@ -4,8 +4,9 @@ An error that can never pass on a retry (bad credentials, a missing scope, a day
 a spent quota, invalid configuration, a bug of ours) fails the step once, with its sentence, through
 `dg.Failure(allow_retries=False)`: three more tries spread over minutes would only delay the same answer.
 What may pass later keeps Dagster's retries: network trouble, Zoom 5xx and 429 storms that outlasted the
-client's own retries, S3 throttling and 5xx, a run that lost the race for a part number, a store that
-cannot be reached. A crashed run worker is the instance's run retries' business (deploy/dagster.yaml).
+client's own retries, S3 throttling and 5xx, a run that lost the race for a part number. An account
+store that cannot be reached fails once, with the sentence naming it (mostly a setting to fix). A crashed
+run worker is the instance's run retries' business (deploy/dagster.yaml).
 """
 
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from zoom_pipeline.landing import ConcurrentWriteError
-from zoom_pipeline.zoom_client import ZoomAccountStoreError, ZoomError, ZoomRetryableError
+from zoom_pipeline.zoom_client import ZoomError, ZoomRetryableError
 
 # S3 error codes that mean "not now" rather than "never" (AWS's retryable codes, as botocore's own retry
 # handler lists them, and plain 5xx statuses).
@@ -30,9 +31,7 @@ TRANSIENT_S3_CODES = frozenset({
 
 def is_transient(exc: BaseException) -> bool:
     """Whether a retry of the step may succeed where this attempt failed."""
-    if isinstance(exc, ZoomAccountStoreError):  # the shared store (PostgreSQL, SQLite) may be back
-        return True
-    if isinstance(exc, ZoomError):
+    if isinstance(exc, ZoomError):  # its sentence says what to check (an unreachable account store included)
         return False
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})

@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine; each builds the virtual environment on first use.
 #   make demo   collect the last three days from the bundled Zoom simulator into ./.zoom_demo/store
 #   make test   run the whole test suite (starts its own S3 server, simulator and PostgreSQL)
+#   make quick  the pure core only (no server, no Dagster instance), in seconds
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
-.PHONY: demo test bench dev lint clean
+.PHONY: demo test quick bench dev lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +21,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+quick: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not io"
 
 bench: $(VENV)/.installed
 	$(PY) bench/benchmark.py

@@ -15,6 +15,19 @@ from zoom_pipeline.simulator import ZoomSimulator
 from zoom_pipeline.sources import SOURCES
 
 
+# Fixtures that start or need a real local server or a Dagster instance: a test using any of them is marked
+# `io` (as are the tests that start a process of their own), so that `make quick` (-m "not io") runs the
+# pure core alone, in seconds.
+IO_FIXTURES = {"s3_endpoint", "aws_env", "bucket", "s3", "sim", "zoom_env", "postgres", "services", "instance",
+               "defs", "two_zooms"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if IO_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.io)
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server in its own process."""

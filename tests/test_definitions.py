@@ -71,6 +71,7 @@ def test_environment_knobs_are_read_where_definitions_are_built():
         build_defs({"ZOOM_FRESHNESS_DEADLINE_HOUR": "25"})
 
 
+@pytest.mark.io  # starts a process of its own
 def test_dagster_cli_validates_the_definitions():
     dagster = Path(sys.executable).parent / "dagster"
     result = subprocess.run(
@@ -168,6 +169,7 @@ def test_the_start_date_must_be_a_day_not_after_today():
     assert check_start_date("2026-02-28", today=date(2026, 3, 1)) == "2026-02-28"
 
 
+@pytest.mark.io  # starts a process of its own
 @pytest.mark.parametrize("setting, value, sentence", [
     ("ZOOM_LOGS_START_DATE", "2026-02-30", "ZOOM_LOGS_START_DATE must be a date YYYY-MM-DD, got '2026-02-30'."),
     ("PAGE_SIZE", "0", "PAGE_SIZE must be a whole number from 1 to 300 (Zoom serves at most 300 records a page), "
@@ -190,6 +192,7 @@ def test_loading_with_a_bad_setting_fails_with_its_one_sentence(setting, value, 
     assert not any(raw in result.stderr for raw in ("strptime", "time data", "invalid literal"))
 
 
+@pytest.mark.io  # starts a process of its own
 def test_loading_the_definitions_prints_no_warning_of_our_own_and_hides_no_other():
     """Dagster warns on every load about the beta and preview features the definitions use on purpose;
     zoom_pipeline/__init__.py silences exactly those, and a warning of any other kind still shows."""

@@ -97,6 +97,7 @@ def test_odd_activity_records_are_stored_intact_and_counted(sim, zoom_env, bucke
     assert len(events) == len(odd)
 
 
+@pytest.mark.io  # starts a process of its own
 def test_the_demo_collects_both_sources_and_ends_with_how_to_open_the_ui(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ZOOM_", "S3_", "DAGSTER_", "AWS_"))}
     done = subprocess.run([sys.executable, "-m", "zoom_pipeline.demo"], cwd=tmp_path, env=env,

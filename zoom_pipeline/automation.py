@@ -35,12 +35,6 @@ UNFINISHED_RUN_STATUSES = [
     dg.DagsterRunStatus.CANCELING,
 ]
 
-# The raw asset runs many days per backfill run, the UDM asset a backfill's landed days at once: unlike
-# policies keep the two out of one backfill run (whose raw step reports its days one by one, leaving no
-# output for UDM to read). A job holding both runs one day, where the policies do not matter, so Dagster's
-# warning that they differ is noise here (silenced in zoom_pipeline/__init__.py).
-
-
 def raw_keys(account: Account) -> list[dg.AssetKey]:
     return [account.asset_key(source.name) for source in SOURCES]
 
@@ -161,7 +155,10 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
     # so a run holds one slot of the account's pool at a time and the account-wide pace covers both; a
     # source that fails (a missing scope) fails only its own steps. Partitioning is inferred from the assets
     # (all daily). The ride-along checks come with the raw assets; the fresh listings (a second full pass)
-    # and freshness checks do not.
+    # and freshness checks do not. The raw asset runs many days per backfill run, the UDM asset a backfill's
+    # landed days at once: unlike policies keep the two out of one backfill run (whose raw step reports its
+    # days one by one, leaving no output for UDM to read). This job runs one day, where the policies do not
+    # matter, so Dagster's warning that they differ is noise (silenced in zoom_pipeline/__init__.py).
     confirmation_sensor_name = prefix + CONFIRMATION_SENSOR_NAME
     day_job = dg.define_asset_job(
         prefix + "zoom_operation_logs_job",

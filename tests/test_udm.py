@@ -2,6 +2,9 @@
 
 Every expected event below is written out by hand from the mapping rules (notes §6.1 and the issue text),
 never computed by the code under test. The operation_detail strings of notes §5.1 and §5.2 are verbatim.
+The golden cases are tables, one row a case: a `_zoom` row writes a record as Zoom sends it, whose values
+the event carries as they are, once (in the record) and the rest of its event by hand; any other row writes
+its record and its whole event.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from zoom_pipeline.udm import (
 
 LOG_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 FALLBACK = datetime(2026, 11, 14, tzinfo=UTC)
+DAY_START = "2026-11-14T00:00:00Z"  # FALLBACK in RFC 3339: the time of a record whose own time is not read
 LONG_VALUE = "x" * 10_000
 LONG_DETAIL = "Update User long@example.com  - Job Title: set to " + LONG_VALUE
 
@@ -86,1752 +90,340 @@ VERBATIM_DETAILS = (
     "Update billing contact information",
 )
 
+
+# ---- golden records: one row a case -------------------------------------------------------------------
+
+
+def _event(
+    timestamp: str,
+    event_type: str = "USER_UNCATEGORIZED",
+    *,
+    action: str | None = None,
+    description: str | None = None,
+    principal: dict | None = None,
+    target: dict | None = None,
+    about: list | None = None,
+    category: str | None = None,
+) -> dict:
+    """One whole expected event of `to_udm_event(..., log_id=LOG_ID)`: the metadata every event carries, then
+    the parts given, in the order of Chronicle's JSON (`category` is the additional `category_type`)."""
+    metadata = {
+        "productLogId": LOG_ID,
+        "eventTimestamp": timestamp,
+        "eventType": event_type,
+        "vendorName": "ZOOM",
+        "productName": "ZOOM_OPERATION_LOGS",
+        "logType": "ZOOM_OPERATION_LOGS",
+    }
+    if action is not None:
+        metadata["productEventType"] = action
+    if description is not None:
+        metadata["description"] = description
+    event: dict = {"metadata": metadata}
+    for key, part in (("principal", principal), ("target", target), ("about", about)):
+        if part is not None:
+            event[key] = part
+    if category is not None:
+        event["additional"] = {"category_type": category}
+    return event
+
+
+def _emails(*addresses: str) -> dict:
+    """A principal or target that is only e-mail addresses."""
+    return {"user": {"emailAddresses": list(addresses)}}
+
+
+def _zoom(
+    case_id: str,
+    time: str,
+    operator: str,
+    action: str,
+    category: str,
+    detail: str,
+    target: dict | None = None,
+    problems: tuple[str, ...] = (),
+) -> object:
+    """A row for a record as Zoom sends it: its five fields, strings, the operator an e-mail address.
+
+    What the record gives the event as it is (its time, action, category and detail; the operator as the
+    principal's e-mail) is written once, in the record; the row names what the mapping makes of the detail:
+    the target (none if None) and the problems.
+    """
+    record = {
+        "action": action,
+        "category_type": category,
+        "operation_detail": detail,
+        "operator": operator,
+        "time": time,
+    }
+    expected = _event(
+        time, action=action, description=detail, principal=_emails(operator), target=target, category=category
+    )
+    return pytest.param(record, expected, problems, id=case_id)
+
+
+ISSUE_DETAIL = "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer"
+ISSUE_RECORD = {
+    "time": "2026-11-14T01:01:11Z",
+    "operator": "admin@example.com",
+    "category_type": "User",
+    "action": "Update",
+    "operation_detail": ISSUE_DETAIL,
+}
+THREE_ELEMENTS_DETAIL = (
+    'Update Assistant  - json_data: [{"userId": "u1", "assistant": "a@example.com", "options": "view"}, '
+    '{"userId": "u2", "assistant": "b@example.com", "options": "edit - all: yes"}, '
+    '{"userId": 3, "options": ["view", "edit"]}] - Type: Assistant'
+)
+NON_ASCII_DETAIL = (
+    "Update User josé@exämple.com  - Job Title: set to Ingénieur 日本 - Department: Forschung & Entwicklung 🚀"
+)
+NEWLINES_DETAIL = "Update User a@example.com  - Job Title: set to Line one\nLine two - Department: R&D\r\n"
+TWO_USERS_DETAIL = "Change Role  - a@example.com: from User to Admin - b@example.com: from User to Member"
+
+# _zoom(id, time, operator, action, category_type, operation_detail, target, problems=…), or
+# pytest.param(record, _event(…), problems, id=…) for any other record.
 GOLDEN = [
     # ---- the issue's example -------------------------------------------------------------------------
     pytest.param(
-        {
-            "time": "2026-11-14T01:01:11Z",
-            "operator": "admin@example.com",
-            "category_type": "User",
-            "action": "Update",
-            "operation_detail": "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {"user": {"emailAddresses": ["jane@example.com"], "title": "Staff Engineer"}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="issue-example",
-    ),
+        ISSUE_RECORD,
+        _event("2026-11-14T01:01:11Z", action="Update", description=ISSUE_DETAIL,
+               principal=_emails("admin@example.com"),
+               target={"user": {"emailAddresses": ["jane@example.com"], "title": "Staff Engineer"}}, category="User"),
+        (), id="issue-example"),
     # ---- notes §5.1: with Key: value pairs -----------------------------------------------------------
-    pytest.param(
-        {
-            "action": "Add",
-            "category_type": "User",
-            "operation_detail": "Add User homer@simpson.io  - User Type: Basic - Department: Foo",
-            "operator": "admin@simpson.io",
-            "time": "2023-01-05T10:00:00Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Add",
-                "description": "Add User homer@simpson.io  - User Type: Basic - Department: Foo",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@simpson.io"]}},
-            "target": {
-                "user": {
-                    "department": ["Foo"],
-                    "emailAddresses": ["homer@simpson.io"],
-                    "attribute": {"labels": [{"key": "User Type", "value": "Basic"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-add-user-type-department",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User lisa@panther.io  - Job Title: set to Contractor",
-            "operator": "homer@panther.io",
-            "time": "2023-01-05T10:00:01Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:01Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User lisa@panther.io  - Job Title: set to Contractor",
-            },
-            "principal": {"user": {"emailAddresses": ["homer@panther.io"]}},
-            "target": {"user": {"emailAddresses": ["lisa@panther.io"], "title": "Contractor"}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-job-title-set-to-lisa",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User example@example.io  - Job Title: set to Contractor",
-            "operator": "homer@panther.io",
-            "time": "2023-01-05T10:00:02Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:02Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User example@example.io  - Job Title: set to Contractor",
-            },
-            "principal": {"user": {"emailAddresses": ["homer@panther.io"]}},
-            "target": {"user": {"emailAddresses": ["example@example.io"], "title": "Contractor"}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-job-title-set-to-example",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User bart@panther.io  - User Role: from Member to Admin",
-            "operator": "homer@panther.io",
-            "time": "2023-01-05T10:00:03Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:03Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User bart@panther.io  - User Role: from Member to Admin",
-            },
-            "principal": {"user": {"emailAddresses": ["homer@panther.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["bart@panther.io"],
-                    "attribute": {"roles": [{"name": "Admin"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-user-role-from-to",
-    ),
-    pytest.param(
-        {
-            "action": "SCIM API - Update",
-            "category_type": "User",
-            "operation_detail": "Edit User homer.simpson@duff.co  - Change Type: from Basic to Licensed",
-            "operator": "homer@duff.co",
-            "time": "2023-01-05T10:00:04Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:04Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "SCIM API - Update",
-                "description": "Edit User homer.simpson@duff.co  - Change Type: from Basic to Licensed",
-            },
-            "principal": {"user": {"emailAddresses": ["homer@duff.co"]}},
-            "target": {"user": {"emailAddresses": ["homer.simpson@duff.co"]}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-edit-user-change-type-unmapped",
-    ),
-    pytest.param(
-        {
-            "action": "Batch Update",
-            "category_type": "User",
-            "operation_detail": "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
-            "operator": "marge@duff.io",
-            "time": "2023-01-05T10:00:05Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:05Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Batch Update",
-                "description": "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
-            },
-            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["homer.simpson@duff.io"],
-                    "attribute": {"roles": [{"name": "Co-Owner"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-change-role-user-to-co-owner",
-    ),
-    pytest.param(
-        {
-            "action": "Batch Update",
-            "category_type": "User",
-            "operation_detail": "Change Role  - homer.simpson@duff.io: from Admin to Co-Owner",
-            "operator": "marge@duff.io",
-            "time": "2023-01-05T10:00:06Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:06Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Batch Update",
-                "description": "Change Role  - homer.simpson@duff.io: from Admin to Co-Owner",
-            },
-            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["homer.simpson@duff.io"],
-                    "attribute": {"roles": [{"name": "Co-Owner"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-change-role-admin-to-co-owner",
-    ),
-    pytest.param(
-        {
-            "action": "Batch Update",
-            "category_type": "User",
-            "operation_detail": "Change Role  - homer.simpson@duff.io: from Admin to Billing Admin",
-            "operator": "marge@duff.io",
-            "time": "2023-01-05T10:00:07Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:07Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Batch Update",
-                "description": "Change Role  - homer.simpson@duff.io: from Admin to Billing Admin",
-            },
-            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["homer.simpson@duff.io"],
-                    "attribute": {"roles": [{"name": "Billing Admin"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-change-role-admin-to-billing-admin",
-    ),
-    pytest.param(
-        {
-            "action": "Batch Update",
-            "category_type": "User",
-            "operation_detail": "Change Role  - homer.simpson@duff.io: from Member to Billing Admin",
-            "operator": "marge@duff.io",
-            "time": "2023-01-05T10:00:08Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:08Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Batch Update",
-                "description": "Change Role  - homer.simpson@duff.io: from Member to Billing Admin",
-            },
-            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["homer.simpson@duff.io"],
-                    "attribute": {"roles": [{"name": "Billing Admin"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-change-role-member-to-billing-admin",
-    ),
-    pytest.param(
-        {
-            "action": "Batch Update",
-            "category_type": "User",
-            "operation_detail": "Change Role  - homer.simpson@duff.io: from Co-Owner to User",
-            "operator": "marge@duff.io",
-            "time": "2023-01-05T10:00:09Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:09Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Batch Update",
-                "description": "Change Role  - homer.simpson@duff.io: from Co-Owner to User",
-            },
-            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["homer.simpson@duff.io"],
-                    "attribute": {"roles": [{"name": "User"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-change-role-co-owner-to-user",
-    ),
-    pytest.param(
-        {
-            "action": "Batch Update",
-            "category_type": "User",
-            "operation_detail": "Change Role  - homer.simpson@duff.io: from Co-Owner to Admin",
-            "operator": "marge@duff.io",
-            "time": "2023-01-05T10:00:10Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:10Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Batch Update",
-                "description": "Change Role  - homer.simpson@duff.io: from Co-Owner to Admin",
-            },
-            "principal": {"user": {"emailAddresses": ["marge@duff.io"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["homer.simpson@duff.io"],
-                    "attribute": {"roles": [{"name": "Admin"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.1-change-role-co-owner-to-admin",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User Group",
-            "operation_detail": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: "
-            "from On to Off",
-            "operator": "homer@springfield.gov",
-            "time": "2023-01-05T10:00:11Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["homer@springfield.gov"]}},
-            "additional": {"category_type": "User Group"},
-        },
-        (),
-        id="5.1-pmi-passcode-on-to-off",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User Group",
-            "operation_detail": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: "
-            "from Off to On",
-            "operator": "homer@springfield.gov",
-            "time": "2023-01-05T10:00:12Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:12Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from Off to On",
-            },
-            "principal": {"user": {"emailAddresses": ["homer@springfield.gov"]}},
-            "additional": {"category_type": "User Group"},
-        },
-        (),
-        id="5.1-pmi-passcode-off-to-on",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Security  - Require that all meetings are secured with one "
-            "security option: "
-            "from On to Off",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:13Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:13Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Security  - Require that all meetings are secured with one "
-                "security option: "
-                "from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-security-one-option",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Security  - Automatically sign users out after a specified time: "
-            "from On to Off",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:14Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:14Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Security  - Automatically sign users out after a specified time: "
-                "from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-security-sign-out",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Security  - Require a passcode when scheduling new meetings: from On to Off",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:15Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:15Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Security  - Require a passcode when scheduling new meetings: from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-security-passcode",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Security  - Sign in with Two-Factor Authentication: from On to Off",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:16Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:16Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Security  - Sign in with Two-Factor Authentication: from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-security-2fa",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Sign-in Methods  - Allow users to sign in with Google: from Off to On",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:17Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:17Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Sign-in Methods  - Allow users to sign in with Google: from Off to On",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-sign-in-google",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Sign-in Methods  - Allow users to sign in with Apple ID: from Off to On",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:18Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:18Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Sign-in Methods  - Allow users to sign in with Apple ID: from Off to On",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-sign-in-apple",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Sign-In Password Requirement  - Include at least 1 letter: from "
-            "On to Off - "
-            "Include at least 1 number: from On to Off - Include both uppercase and lowercase "
-            "characters: "
-            "from On to Off",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:19Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:19Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Sign-In Password Requirement  - Include at least 1 letter: from On "
-                "to Off - "
-                "Include at least 1 number: from On to Off - Include both uppercase and lowercase "
-                "characters: "
-                "from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-password-requirement-3",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Sign-In Password Requirement  - Have at least specified length of "
-            "characters: "
-            "from 8 to 14 - Include at least 1 letter: from On to Off - Include at least 1 number: "
-            "from On to "
-            "Off - Include both uppercase and lowercase characters: from On to Off",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:20Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:20Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Sign-In Password Requirement  - Have at least specified length of "
-                "characters: "
-                "from 8 to 14 - Include at least 1 letter: from On to Off - Include at least 1 "
-                "number: from On "
-                "to Off - Include both uppercase and lowercase characters: from On to Off",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-password-requirement-4",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - "
-            "Send Bitrate: "
-            "from 20 to 200",
-            "operator": "example@example.io",
-            "time": "2023-01-05T10:00:21Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-01-05T10:00:21Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - Send "
-                "Bitrate: "
-                "from 20 to 200",
-            },
-            "principal": {"user": {"emailAddresses": ["example@example.io"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.1-quality-settings-audio",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Channels",
-            "operation_detail": "Update a Channel TestGroupChannel1  - Cloud Storage Retention: "
-            "set to  - Name: "
-            "from TestGroup1 to TestGroupChannel1",
-            "operator": "admin@test.com",
-            "time": "2023-03-01T08:00:00Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-03-01T08:00:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update a Channel TestGroupChannel1  - Cloud Storage Retention: set "
-                "to  - Name: "
-                "from TestGroup1 to TestGroupChannel1",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@test.com"]}},
-            "additional": {"category_type": "Channels"},
-        },
-        (),
-        id="5.1-channel-empty-set-to",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Channels",
-            "operation_detail": "Assign admin for channel TestChannel3  - test@test.com",
-            "operator": "admin@test.com",
-            "time": "2023-03-01T08:00:01Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-03-01T08:00:01Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Assign admin for channel TestChannel3  - test@test.com",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@test.com"]}},
-            "target": {"user": {"emailAddresses": ["test@test.com"]}},
-            "additional": {"category_type": "Channels"},
-        },
-        (),
-        id="5.1-channel-admin-bare-email",
-    ),
-    pytest.param(
-        {
-            "action": "Search",
-            "category_type": "Team Chat",
-            "operation_detail": "Search Chat  - Search Date: 03/02/2023 - 03/30/2023",
-            "operator": "auditor@test.com",
-            "time": "2023-03-30T12:00:00Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2023-03-30T12:00:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Search",
-                "description": "Search Chat  - Search Date: 03/02/2023 - 03/30/2023",
-            },
-            "principal": {"user": {"emailAddresses": ["auditor@test.com"]}},
-            "additional": {"category_type": "Team Chat"},
-        },
-        (),
-        id="5.1-search-date-with-hyphen",
-    ),
+    _zoom("5.1-add-user-type-department", "2023-01-05T10:00:00Z", "admin@simpson.io", "Add", "User",
+          "Add User homer@simpson.io  - User Type: Basic - Department: Foo",
+          {"user": {"department": ["Foo"], "emailAddresses": ["homer@simpson.io"],
+                    "attribute": {"labels": [{"key": "User Type", "value": "Basic"}]}}}),
+    _zoom("5.1-job-title-set-to-lisa", "2023-01-05T10:00:01Z", "homer@panther.io", "Update", "User",
+          "Update User lisa@panther.io  - Job Title: set to Contractor",
+          {"user": {"emailAddresses": ["lisa@panther.io"], "title": "Contractor"}}),
+    _zoom("5.1-job-title-set-to-example", "2023-01-05T10:00:02Z", "homer@panther.io", "Update", "User",
+          "Update User example@example.io  - Job Title: set to Contractor",
+          {"user": {"emailAddresses": ["example@example.io"], "title": "Contractor"}}),
+    _zoom("5.1-user-role-from-to", "2023-01-05T10:00:03Z", "homer@panther.io", "Update", "User",
+          "Update User bart@panther.io  - User Role: from Member to Admin",
+          {"user": {"emailAddresses": ["bart@panther.io"], "attribute": {"roles": [{"name": "Admin"}]}}}),
+    _zoom("5.1-edit-user-change-type-unmapped", "2023-01-05T10:00:04Z", "homer@duff.co", "SCIM API - Update",
+          "User",
+          "Edit User homer.simpson@duff.co  - Change Type: from Basic to Licensed",
+          _emails("homer.simpson@duff.co")),
+    _zoom("5.1-change-role-user-to-co-owner", "2023-01-05T10:00:05Z", "marge@duff.io", "Batch Update", "User",
+          "Change Role  - homer.simpson@duff.io: from User to Co-Owner",
+          {"user": {"emailAddresses": ["homer.simpson@duff.io"], "attribute": {"roles": [{"name": "Co-Owner"}]}}}),
+    _zoom("5.1-change-role-admin-to-co-owner", "2023-01-05T10:00:06Z", "marge@duff.io", "Batch Update", "User",
+          "Change Role  - homer.simpson@duff.io: from Admin to Co-Owner",
+          {"user": {"emailAddresses": ["homer.simpson@duff.io"], "attribute": {"roles": [{"name": "Co-Owner"}]}}}),
+    _zoom("5.1-change-role-admin-to-billing-admin", "2023-01-05T10:00:07Z", "marge@duff.io", "Batch Update",
+          "User",
+          "Change Role  - homer.simpson@duff.io: from Admin to Billing Admin",
+          {"user": {"emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Billing Admin"}]}}}),
+    _zoom("5.1-change-role-member-to-billing-admin", "2023-01-05T10:00:08Z", "marge@duff.io", "Batch Update",
+          "User",
+          "Change Role  - homer.simpson@duff.io: from Member to Billing Admin",
+          {"user": {"emailAddresses": ["homer.simpson@duff.io"],
+                    "attribute": {"roles": [{"name": "Billing Admin"}]}}}),
+    _zoom("5.1-change-role-co-owner-to-user", "2023-01-05T10:00:09Z", "marge@duff.io", "Batch Update", "User",
+          "Change Role  - homer.simpson@duff.io: from Co-Owner to User",
+          {"user": {"emailAddresses": ["homer.simpson@duff.io"], "attribute": {"roles": [{"name": "User"}]}}}),
+    _zoom("5.1-change-role-co-owner-to-admin", "2023-01-05T10:00:10Z", "marge@duff.io", "Batch Update", "User",
+          "Change Role  - homer.simpson@duff.io: from Co-Owner to Admin",
+          {"user": {"emailAddresses": ["homer.simpson@duff.io"], "attribute": {"roles": [{"name": "Admin"}]}}}),
+    _zoom("5.1-pmi-passcode-on-to-off", "2023-01-05T10:00:11Z", "homer@springfield.gov", "Update", "User Group",
+          "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from On to Off"),
+    _zoom("5.1-pmi-passcode-off-to-on", "2023-01-05T10:00:12Z", "homer@springfield.gov", "Update", "User Group",
+          "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from Off to On"),
+    _zoom("5.1-security-one-option", "2023-01-05T10:00:13Z", "example@example.io", "Update", "Account",
+          "Security  - Require that all meetings are secured with one security option: from On to Off"),
+    _zoom("5.1-security-sign-out", "2023-01-05T10:00:14Z", "example@example.io", "Update", "Account",
+          "Security  - Automatically sign users out after a specified time: from On to Off"),
+    _zoom("5.1-security-passcode", "2023-01-05T10:00:15Z", "example@example.io", "Update", "Account",
+          "Security  - Require a passcode when scheduling new meetings: from On to Off"),
+    _zoom("5.1-security-2fa", "2023-01-05T10:00:16Z", "example@example.io", "Update", "Account",
+          "Security  - Sign in with Two-Factor Authentication: from On to Off"),
+    _zoom("5.1-sign-in-google", "2023-01-05T10:00:17Z", "example@example.io", "Update", "Account",
+          "Sign-in Methods  - Allow users to sign in with Google: from Off to On"),
+    _zoom("5.1-sign-in-apple", "2023-01-05T10:00:18Z", "example@example.io", "Update", "Account",
+          "Sign-in Methods  - Allow users to sign in with Apple ID: from Off to On"),
+    _zoom("5.1-password-requirement-3", "2023-01-05T10:00:19Z", "example@example.io", "Update", "Account",
+          "Sign-In Password Requirement  - Include at least 1 letter: from On to Off - Include at least 1 number: "
+          "from On to Off - Include both uppercase and lowercase characters: from On to Off"),
+    _zoom("5.1-password-requirement-4", "2023-01-05T10:00:20Z", "example@example.io", "Update", "Account",
+          "Sign-In Password Requirement  - Have at least specified length of characters: from 8 to 14 - Include at "
+          "least 1 letter: from On to Off - Include at least 1 number: from On to Off - Include both uppercase and "
+          "lowercase characters: from On to Off"),
+    _zoom("5.1-quality-settings-audio", "2023-01-05T10:00:21Z", "example@example.io", "Update", "Account",
+          "Quality Settings - Audio  - Receive Bitrate: from 20 to 200 - Send Bitrate: from 20 to 200"),
+    _zoom("5.1-channel-empty-set-to", "2023-03-01T08:00:00Z", "admin@test.com", "Update", "Channels",
+          "Update a Channel TestGroupChannel1  - Cloud Storage Retention: set to  - Name: from TestGroup1 to "
+          "TestGroupChannel1"),
+    _zoom("5.1-channel-admin-bare-email", "2023-03-01T08:00:01Z", "admin@test.com", "Update", "Channels",
+          "Assign admin for channel TestChannel3  - test@test.com",
+          _emails("test@test.com")),
+    _zoom("5.1-search-date-with-hyphen", "2023-03-30T12:00:00Z", "auditor@test.com", "Search", "Team Chat",
+          "Search Chat  - Search Date: 03/02/2023 - 03/30/2023"),
     # ---- notes §5.2: without pairs -------------------------------------------------------------------
+    _zoom("5.2-zoom-example-activate", "2019-08-20T19:09:01Z", "someuser@sfksfhksdfsf.com", "Update", "User",
+          "Activate User sjkfhdsf@jdfgkhgd.com ",
+          _emails("sjkfhdsf@jdfgkhgd.com")),
+    _zoom("5.2-zoom-example-deactivate", "2019-08-20T18:59:56Z", "anotheruser@sfhidshfidshufds.com", "Update",
+          "User",
+          "Deactivate User mynewemail@jdfkdshfhjdsf.ffasdm ",
+          _emails("mynewemail@jdfkdshfhjdsf.ffasdm")),
+    _zoom("5.2-delete-user", "2024-02-29T23:59:59Z", "admin@example.com", "Delete", "User",
+          "Delete User example@example.com",
+          _emails("example@example.com")),
+    _zoom("5.2-add-group", "2024-03-01T00:00:00Z", "admin@example.com", "Add", "User Group",
+          "Add Group Engineers"),
+    _zoom("5.2-edit-group-trailing-space", "2024-03-01T00:00:01Z", "admin@example.com", "Update", "User Group",
+          "Edit Group Recruiting "),
+    _zoom("5.2-phone-unbind", "2021-06-01T09:30:00Z", "phoneadmin@someaccount.com", "Update", "Phone Number",
+          "Unbind Phone Number +1112222 From Not_Delete_CallQueue_Recording"),
+    _zoom("5.2-phone-delete", "2021-06-01T09:30:01Z", "phoneadmin@someaccount.com", "Delete", "Phone Number",
+          "Delete Phone Number +123456 From abc.zoom.us"),
+    _zoom("5.2-phone-add-device", "2021-06-01T09:30:02Z", "phoneadmin@someaccount.com", "Add", "Device",
+          "Add Device testDevice"),
+    _zoom("5.2-phone-assign-email-in-parentheses", "2021-06-01T09:30:03Z", "phoneadmin@someaccount.com", "Assign",
+          "Phone Number",
+          "Assign Phone Number +120000123 to Sam Mendes(abcdaccount@someaccount.com)",
+          _emails("abcdaccount@someaccount.com")),
+    _zoom("5.2-elastic-add-user", "2025-05-05T05:05:05Z", "alice@example.com", "Add", "User",
+          "Add User bob@example.com",
+          _emails("bob@example.com")),
+    _zoom("5.2-elastic-delete-recording", "2025-05-05T05:05:06Z", "alice@example.com", "Delete", "Recording",
+          "Delete cloud recording for meeting 11122223333"),
+    _zoom("5.2-elastic-account-setting", "2025-05-05T05:05:07Z", "alice@example.com", "Update", "Account",
+          "Change account setting Cloud Recording from ON to OFF"),
+    # Elastic's fixture has neither operator nor action.
     pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Activate User sjkfhdsf@jdfgkhgd.com ",
-            "operator": "someuser@sfksfhksdfsf.com",
-            "time": "2019-08-20T19:09:01Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2019-08-20T19:09:01Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Activate User sjkfhdsf@jdfgkhgd.com ",
-            },
-            "principal": {"user": {"emailAddresses": ["someuser@sfksfhksdfsf.com"]}},
-            "target": {"user": {"emailAddresses": ["sjkfhdsf@jdfgkhgd.com"]}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.2-zoom-example-activate",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Deactivate User mynewemail@jdfkdshfhjdsf.ffasdm ",
-            "operator": "anotheruser@sfhidshfidshufds.com",
-            "time": "2019-08-20T18:59:56Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2019-08-20T18:59:56Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Deactivate User mynewemail@jdfkdshfhjdsf.ffasdm ",
-            },
-            "principal": {"user": {"emailAddresses": ["anotheruser@sfhidshfidshufds.com"]}},
-            "target": {"user": {"emailAddresses": ["mynewemail@jdfkdshfhjdsf.ffasdm"]}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.2-zoom-example-deactivate",
-    ),
-    pytest.param(
-        {
-            "action": "Delete",
-            "category_type": "User",
-            "operation_detail": "Delete User example@example.com",
-            "operator": "admin@example.com",
-            "time": "2024-02-29T23:59:59Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2024-02-29T23:59:59Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Delete",
-                "description": "Delete User example@example.com",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {"user": {"emailAddresses": ["example@example.com"]}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.2-delete-user",
-    ),
-    pytest.param(
-        {
-            "action": "Add",
-            "category_type": "User Group",
-            "operation_detail": "Add Group Engineers",
-            "operator": "admin@example.com",
-            "time": "2024-03-01T00:00:00Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2024-03-01T00:00:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Add",
-                "description": "Add Group Engineers",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "additional": {"category_type": "User Group"},
-        },
-        (),
-        id="5.2-add-group",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User Group",
-            "operation_detail": "Edit Group Recruiting ",
-            "operator": "admin@example.com",
-            "time": "2024-03-01T00:00:01Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2024-03-01T00:00:01Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Edit Group Recruiting ",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "additional": {"category_type": "User Group"},
-        },
-        (),
-        id="5.2-edit-group-trailing-space",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Phone Number",
-            "operation_detail": "Unbind Phone Number +1112222 From Not_Delete_CallQueue_Recording",
-            "operator": "phoneadmin@someaccount.com",
-            "time": "2021-06-01T09:30:00Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2021-06-01T09:30:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Unbind Phone Number +1112222 From Not_Delete_CallQueue_Recording",
-            },
-            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
-            "additional": {"category_type": "Phone Number"},
-        },
-        (),
-        id="5.2-phone-unbind",
-    ),
-    pytest.param(
-        {
-            "action": "Delete",
-            "category_type": "Phone Number",
-            "operation_detail": "Delete Phone Number +123456 From abc.zoom.us",
-            "operator": "phoneadmin@someaccount.com",
-            "time": "2021-06-01T09:30:01Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2021-06-01T09:30:01Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Delete",
-                "description": "Delete Phone Number +123456 From abc.zoom.us",
-            },
-            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
-            "additional": {"category_type": "Phone Number"},
-        },
-        (),
-        id="5.2-phone-delete",
-    ),
-    pytest.param(
-        {
-            "action": "Add",
-            "category_type": "Device",
-            "operation_detail": "Add Device testDevice",
-            "operator": "phoneadmin@someaccount.com",
-            "time": "2021-06-01T09:30:02Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2021-06-01T09:30:02Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Add",
-                "description": "Add Device testDevice",
-            },
-            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
-            "additional": {"category_type": "Device"},
-        },
-        (),
-        id="5.2-phone-add-device",
-    ),
-    pytest.param(
-        {
-            "action": "Assign",
-            "category_type": "Phone Number",
-            "operation_detail": "Assign Phone Number +120000123 to Sam Mendes(abcdaccount@someaccount.com)",
-            "operator": "phoneadmin@someaccount.com",
-            "time": "2021-06-01T09:30:03Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2021-06-01T09:30:03Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Assign",
-                "description": "Assign Phone Number +120000123 to Sam Mendes(abcdaccount@someaccount.com)",
-            },
-            "principal": {"user": {"emailAddresses": ["phoneadmin@someaccount.com"]}},
-            "target": {"user": {"emailAddresses": ["abcdaccount@someaccount.com"]}},
-            "additional": {"category_type": "Phone Number"},
-        },
-        (),
-        id="5.2-phone-assign-email-in-parentheses",
-    ),
-    pytest.param(
-        {
-            "action": "Add",
-            "category_type": "User",
-            "operation_detail": "Add User bob@example.com",
-            "operator": "alice@example.com",
-            "time": "2025-05-05T05:05:05Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2025-05-05T05:05:05Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Add",
-                "description": "Add User bob@example.com",
-            },
-            "principal": {"user": {"emailAddresses": ["alice@example.com"]}},
-            "target": {"user": {"emailAddresses": ["bob@example.com"]}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="5.2-elastic-add-user",
-    ),
-    pytest.param(
-        {
-            "action": "Delete",
-            "category_type": "Recording",
-            "operation_detail": "Delete cloud recording for meeting 11122223333",
-            "operator": "alice@example.com",
-            "time": "2025-05-05T05:05:06Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2025-05-05T05:05:06Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Delete",
-                "description": "Delete cloud recording for meeting 11122223333",
-            },
-            "principal": {"user": {"emailAddresses": ["alice@example.com"]}},
-            "additional": {"category_type": "Recording"},
-        },
-        (),
-        id="5.2-elastic-delete-recording",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Account",
-            "operation_detail": "Change account setting Cloud Recording from ON to OFF",
-            "operator": "alice@example.com",
-            "time": "2025-05-05T05:05:07Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2025-05-05T05:05:07Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Change account setting Cloud Recording from ON to OFF",
-            },
-            "principal": {"user": {"emailAddresses": ["alice@example.com"]}},
-            "additional": {"category_type": "Account"},
-        },
-        (),
-        id="5.2-elastic-account-setting",
-    ),
-    pytest.param(
-        # Elastic's fixture has neither operator nor action.
-        {
-            "category_type": "Billing",
-            "operation_detail": "Update billing contact information",
-            "time": "2025-05-05T05:05:08Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2025-05-05T05:05:08Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "Update billing contact information",
-            },
-            "additional": {"category_type": "Billing"},
-        },
-        (),
-        id="5.2-elastic-billing-no-operator",
-    ),
+        {"category_type": "Billing", "operation_detail": "Update billing contact information",
+         "time": "2025-05-05T05:05:08Z"},
+        _event("2025-05-05T05:05:08Z", "GENERIC_EVENT", description="Update billing contact information",
+               category="Billing"),
+        (), id="5.2-elastic-billing-no-operator"),
     # ---- keys known only from Google's table (shapes unconfirmed, notes §5.3) ------------------------
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User ned@example.com  - First Name: from Ned to Edward - "
-            "Last Name: set to "
-            "Flanders - Display Name: Edward Flanders - Email Address: from ned@example.com to "
-            "edward@example.com",
-            "operator": "admin@example.com",
-            "time": "2026-01-02T03:04:05Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:05Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User ned@example.com  - First Name: from Ned to Edward - "
-                "Last Name: set to "
-                "Flanders - Display Name: Edward Flanders - Email Address: from ned@example.com to "
-                "edward@example.com",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {
-                "user": {
-                    "userDisplayName": "Edward Flanders",
-                    "emailAddresses": ["ned@example.com", "edward@example.com"],
-                    "firstName": "Edward",
-                    "lastName": "Flanders",
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="names-and-email-address",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User ned@example.com  - Location: from Springfield to "
-            "Shelbyville - "
-            "Department: from Sales to R&D - Department: Support",
-            "operator": "admin@example.com",
-            "time": "2026-01-02T03:04:06Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:06Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User ned@example.com  - Location: from Springfield to "
-                "Shelbyville - "
-                "Department: from Sales to R&D - Department: Support",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {
-                "user": {"department": ["R&D", "Support"], "emailAddresses": ["ned@example.com"]},
-                "location": {"name": "Shelbyville"},
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="location-and-two-departments",
-    ),
-    pytest.param(
-        {
-            "action": "Add",
-            "category_type": "Role",
-            "operation_detail": "Add Role Auditors  - Role Name: Auditors - Description: Read-only "
-            "access to "
-            "reports - a summary: yes",
-            "operator": "owner@example.com",
-            "time": "2026-01-02T03:04:07Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:07Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Add",
-                "description": "Add Role Auditors  - Role Name: Auditors - Description: Read-only "
-                "access to "
-                "reports - a summary: yes",
-            },
-            "principal": {"user": {"emailAddresses": ["owner@example.com"]}},
-            "target": {
-                "user": {
-                    "roleDescription": "Read-only access to reports",
-                    "attribute": {"roles": [{"name": "Auditors"}]},
-                }
-            },
-            "additional": {"category_type": "Role"},
-        },
-        (),
-        id="role-name-and-description",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "Zoom Rooms",
-            "operation_detail": "Update Zoom Room Lobby  - Room Name: from Lobby to Front Desk - "
-            "Type: set to "
-            "Zoom Rooms - user type: from Basic to Licensed",
-            "operator": "rooms@example.com",
-            "time": "2026-01-02T03:04:08Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:08Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update Zoom Room Lobby  - Room Name: from Lobby to Front Desk - "
-                "Type: set to "
-                "Zoom Rooms - user type: from Basic to Licensed",
-            },
-            "principal": {"user": {"emailAddresses": ["rooms@example.com"]}},
-            "target": {
-                "user": {
-                    "attribute": {
-                        "labels": [
-                            {"key": "Room Name", "value": "Front Desk"},
-                            {"key": "Type", "value": "Zoom Rooms"},
-                            {"key": "User Type", "value": "Licensed"},
-                        ]
-                    }
-                }
-            },
-            "additional": {"category_type": "Zoom Rooms"},
-        },
-        (),
-        id="labels-keep-table-spelling",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User jane@example.com  - JOB TITLE: set to Lead - user "
-            "role: from Member to "
-            "Admin - Job Title: from Lead to Principal",
-            "operator": "admin@example.com",
-            "time": "2026-01-02T03:04:09Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:09Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User jane@example.com  - JOB TITLE: set to Lead - user "
-                "role: from Member to "
-                "Admin - Job Title: from Lead to Principal",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {
-                "user": {
-                    "emailAddresses": ["jane@example.com"],
-                    "title": "Principal",
-                    "attribute": {"roles": [{"name": "Admin"}]},
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="keys-case-insensitive-last-scalar-wins",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": "Update User Jane@Example.com  - Email Address: from "
-            "jane@example.com to "
-            "JANE@EXAMPLE.COM",
-            "operator": "admin@example.com",
-            "time": "2026-01-02T03:04:10Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:10Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": "Update User Jane@Example.com  - Email Address: from "
-                "jane@example.com to "
-                "JANE@EXAMPLE.COM",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {"user": {"emailAddresses": ["Jane@Example.com"]}},
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="email-dedup-case-insensitive-old-value-ignored",
-    ),
-    pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
-            '"a@example.com", "options": "view"}]',
-            "operator": "boss@example.com",
-            "time": "2026-01-02T03:04:11Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
-                '"a@example.com", "options": "view"}]',
-            },
-            "principal": {"user": {"emailAddresses": ["boss@example.com"]}},
-            "target": {
-                "user": {
-                    "attribute": {
-                        "labels": [
-                            {"key": "assistant", "value": "a@example.com"},
-                            {"key": "options", "value": "view"},
-                        ]
-                    },
-                    "userid": "u1",
-                }
-            },
-            "additional": {"category_type": "User"},
-        },
-        (),
-        id="json-data-one-element",
-    ),
+    _zoom("names-and-email-address", "2026-01-02T03:04:05Z", "admin@example.com", "Update", "User",
+          "Update User ned@example.com  - First Name: from Ned to Edward - Last Name: set to Flanders - Display Name: "
+          "Edward Flanders - Email Address: from ned@example.com to edward@example.com",
+          {"user": {"userDisplayName": "Edward Flanders", "emailAddresses": ["ned@example.com", "edward@example.com"],
+                    "firstName": "Edward", "lastName": "Flanders"}}),
+    _zoom("location-and-two-departments", "2026-01-02T03:04:06Z", "admin@example.com", "Update", "User",
+          "Update User ned@example.com  - Location: from Springfield to Shelbyville - Department: from Sales to R&D - "
+          "Department: Support",
+          {"user": {"department": ["R&D", "Support"], "emailAddresses": ["ned@example.com"]},
+           "location": {"name": "Shelbyville"}}),
+    _zoom("role-name-and-description", "2026-01-02T03:04:07Z", "owner@example.com", "Add", "Role",
+          "Add Role Auditors  - Role Name: Auditors - Description: Read-only access to reports - a summary: yes",
+          {"user": {"roleDescription": "Read-only access to reports", "attribute": {"roles": [{"name": "Auditors"}]}}}),
+    _zoom("labels-keep-table-spelling", "2026-01-02T03:04:08Z", "rooms@example.com", "Update", "Zoom Rooms",
+          "Update Zoom Room Lobby  - Room Name: from Lobby to Front Desk - Type: set to Zoom Rooms - user type: from "
+          "Basic to Licensed",
+          {"user": {"attribute": {"labels": [{"key": "Room Name", "value": "Front Desk"},
+                                             {"key": "Type", "value": "Zoom Rooms"},
+                                             {"key": "User Type", "value": "Licensed"}]}}}),
+    _zoom("keys-case-insensitive-last-scalar-wins", "2026-01-02T03:04:09Z", "admin@example.com", "Update", "User",
+          "Update User jane@example.com  - JOB TITLE: set to Lead - user role: from Member to Admin - Job Title: from "
+          "Lead to Principal",
+          {"user": {"emailAddresses": ["jane@example.com"], "title": "Principal",
+                    "attribute": {"roles": [{"name": "Admin"}]}}}),
+    _zoom("email-dedup-case-insensitive-old-value-ignored", "2026-01-02T03:04:10Z", "admin@example.com", "Update",
+          "User",
+          "Update User Jane@Example.com  - Email Address: from jane@example.com to JANE@EXAMPLE.COM",
+          _emails("Jane@Example.com")),
+    _zoom("json-data-one-element", "2026-01-02T03:04:11Z", "boss@example.com", "Update", "User",
+          'Update Assistant  - json_data: [{"userId": "u1", "assistant": "a@example.com", "options": "view"}]',
+          {"user": {"attribute": {"labels": [{"key": "assistant", "value": "a@example.com"},
+                                             {"key": "options", "value": "view"}]},
+                    "userid": "u1"}}),
     # ---- edge records --------------------------------------------------------------------------------
     pytest.param(
-        {
-            "action": "Update",
-            "operation_detail": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
-            '"a@example.com", "options": "view"}, {"userId": "u2", "assistant": "b@example.com", '
-            '"options": "edit - all: yes"}, {"userId": 3, "options": ["view", "edit"]}] - Type: '
-            "Assistant",
-            "time": "2026-01-02T03:04:12Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:12Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": '
-                '"a@example.com", "options": "view"}, {"userId": "u2", "assistant": '
-                '"b@example.com", "options": "edit - all: yes"}, {"userId": 3, "options": ["view", '
-                '"edit"]}] - Type: Assistant',
-            },
-            "target": {
-                "user": {
-                    "attribute": {
-                        "labels": [
-                            {"key": "Type", "value": "Assistant"},
-                            {"key": "assistant", "value": "a@example.com"},
-                            {"key": "options", "value": "view"},
-                        ]
-                    },
-                    "userid": "u1",
-                }
-            },
-            "about": [
-                {
-                    "user": {
-                        "userid": "u2",
-                        "attribute": {
-                            "labels": [
-                                {"key": "assistant", "value": "b@example.com"},
-                                {"key": "options", "value": "edit - all: yes"},
-                            ]
-                        },
-                    }
-                },
-                {
-                    "user": {
-                        "userid": "3",
-                        "attribute": {"labels": [{"key": "options", "value": '["view","edit"]'}]},
-                    }
-                },
-            ],
-        },
-        (),
-        id="json-data-three-elements-no-email-is-generic",
-    ),
+        {"action": "Update", "operation_detail": THREE_ELEMENTS_DETAIL, "time": "2026-01-02T03:04:12Z"},
+        _event("2026-01-02T03:04:12Z", "GENERIC_EVENT", action="Update", description=THREE_ELEMENTS_DETAIL,
+               target={"user": {"attribute": {"labels": [{"key": "Type", "value": "Assistant"},
+                                                         {"key": "assistant", "value": "a@example.com"},
+                                                         {"key": "options", "value": "view"}]},
+                                "userid": "u1"}},
+               about=[{"user": {"userid": "u2",
+                                "attribute": {"labels": [{"key": "assistant", "value": "b@example.com"},
+                                                         {"key": "options", "value": "edit - all: yes"}]}}},
+                      {"user": {"userid": "3",
+                                "attribute": {"labels": [{"key": "options", "value": '["view","edit"]'}]}}}]),
+        (), id="json-data-three-elements-no-email-is-generic"),
+    _zoom("json-data-invalid-rest-still-parsed", "2026-01-02T03:04:13Z", "boss@example.com", "Update", "User",
+          'Update Assistant  - json_data: [{"userId": "u1", "assistant": - Job Title: set to Helper',
+          {"user": {"title": "Helper"}}, problems=("json_data_invalid",)),
     pytest.param(
-        {
-            "action": "Update",
-            "category_type": "User",
-            "operation_detail": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": - '
-            "Job "
-            "Title: set to Helper",
-            "operator": "boss@example.com",
-            "time": "2026-01-02T03:04:13Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:13Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-                "description": 'Update Assistant  - json_data: [{"userId": "u1", "assistant": - '
-                "Job "
-                "Title: set to Helper",
-            },
-            "principal": {"user": {"emailAddresses": ["boss@example.com"]}},
-            "target": {"user": {"title": "Helper"}},
-            "additional": {"category_type": "User"},
-        },
-        ("json_data_invalid",),
-        id="json-data-invalid-rest-still-parsed",
-    ),
+        {"operation_detail": 'Update Assistant  - json_data: {"userId": "u1"}', "operator": "boss@example.com",
+         "time": "2026-01-02T03:04:14Z"},
+        _event("2026-01-02T03:04:14Z", description='Update Assistant  - json_data: {"userId": "u1"}',
+               principal=_emails("boss@example.com")),
+        ("json_data_invalid",), id="json-data-not-an-array"),
+    pytest.param({}, _event(DAY_START, "GENERIC_EVENT"), ("time_missing",), id="empty-object"),
+    pytest.param({"time": None, "operator": None, "action": None, "category_type": None, "operation_detail": None},
+                 _event(DAY_START, "GENERIC_EVENT"), ("time_missing",), id="all-nulls"),
     pytest.param(
-        {
-            "operation_detail": 'Update Assistant  - json_data: {"userId": "u1"}',
-            "operator": "boss@example.com",
-            "time": "2026-01-02T03:04:14Z",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-01-02T03:04:14Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": 'Update Assistant  - json_data: {"userId": "u1"}',
-            },
-            "principal": {"user": {"emailAddresses": ["boss@example.com"]}},
-        },
-        ("json_data_invalid",),
-        id="json-data-not-an-array",
-    ),
+        {"time": 1763082071, "operator": 12345, "action": True, "category_type": ["User", "Admin"],
+         "operation_detail": {"detail": "Update User x@example.com"}},
+        _event(DAY_START, action="true", description='{"detail":"Update User x@example.com"}',
+               principal={"user": {"userid": "12345"}}, target=_emails("x@example.com"), category='["User","Admin"]'),
+        ("non_string_value", "time_unparseable"), id="non-string-values"),
+    pytest.param({"time": "yesterday at noon", "operator": "Zoom System", "action": "Update"},
+                 _event(DAY_START, action="Update", principal={"user": {"userid": "Zoom System"}}),
+                 ("time_unparseable",), id="time-unparseable-operator-not-email"),
+    pytest.param({"time": "2026-02-30T01:01:11Z", "operator": "  "}, _event(DAY_START, "GENERIC_EVENT"),
+                 ("time_unparseable",), id="time-impossible-date-blank-operator"),
+    pytest.param({"time": "2026-11-14T10:01:11.250+09:00", "operator": " admin@example.com "},
+                 _event("2026-11-14T01:01:11.25Z", principal=_emails("admin@example.com")),
+                 (), id="time-with-offset-normalised-to-utc"),
+    pytest.param({"time": "2026-11-14 01:01:11", "operator": "api_app_7Xy"},
+                 _event("2026-11-14T01:01:11Z", principal={"user": {"userid": "api_app_7Xy"}}),
+                 (), id="time-without-zone-read-as-utc"),
     pytest.param(
-        {},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-            }
-        },
-        ("time_missing",),
-        id="empty-object",
-    ),
+        {"time": "2026-11-14T01:01:11Z", "operator": "zoë@exämple.com", "category_type": "Benutzer",
+         "action": "Aktualisieren", "operation_detail": NON_ASCII_DETAIL},
+        _event("2026-11-14T01:01:11Z", action="Aktualisieren", description=NON_ASCII_DETAIL,
+               principal=_emails("zoë@exämple.com"),
+               target={"user": {"department": ["Forschung & Entwicklung 🚀"], "emailAddresses": ["josé@exämple.com"],
+                                "title": "Ingénieur 日本"}},
+               category="Benutzer"),
+        (), id="non-ascii"),
     pytest.param(
-        {"time": None, "operator": None, "action": None, "category_type": None, "operation_detail": None},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-            }
-        },
-        ("time_missing",),
-        id="all-nulls",
-    ),
-    pytest.param(
-        {
-            "time": 1763082071,
-            "operator": 12345,
-            "action": True,
-            "category_type": ["User", "Admin"],
-            "operation_detail": {"detail": "Update User x@example.com"},
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "true",
-                "description": '{"detail":"Update User x@example.com"}',
-            },
-            "principal": {"user": {"userid": "12345"}},
-            "target": {"user": {"emailAddresses": ["x@example.com"]}},
-            "additional": {"category_type": '["User","Admin"]'},
-        },
-        ("non_string_value", "time_unparseable"),
-        id="non-string-values",
-    ),
-    pytest.param(
-        {"time": "yesterday at noon", "operator": "Zoom System", "action": "Update"},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Update",
-            },
-            "principal": {"user": {"userid": "Zoom System"}},
-        },
-        ("time_unparseable",),
-        id="time-unparseable-operator-not-email",
-    ),
-    pytest.param(
-        {"time": "2026-02-30T01:01:11Z", "operator": "  "},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-            }
-        },
-        ("time_unparseable",),
-        id="time-impossible-date-blank-operator",
-    ),
-    pytest.param(
-        {"time": "2026-11-14T10:01:11.250+09:00", "operator": " admin@example.com "},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11.25Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-        },
-        (),
-        id="time-with-offset-normalised-to-utc",
-    ),
-    pytest.param(
-        {"time": "2026-11-14 01:01:11", "operator": "api_app_7Xy"},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-            },
-            "principal": {"user": {"userid": "api_app_7Xy"}},
-        },
-        (),
-        id="time-without-zone-read-as-utc",
-    ),
-    pytest.param(
-        {
-            "time": "2026-11-14T01:01:11Z",
-            "operator": "zoë@exämple.com",
-            "category_type": "Benutzer",
-            "action": "Aktualisieren",
-            "operation_detail": "Update User josé@exämple.com  - Job Title: set to Ingénieur 日本 - "
-            "Department: "
-            "Forschung & Entwicklung 🚀",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "productEventType": "Aktualisieren",
-                "description": "Update User josé@exämple.com  - Job Title: set to Ingénieur 日本 - "
-                "Department: "
-                "Forschung & Entwicklung 🚀",
-            },
-            "principal": {"user": {"emailAddresses": ["zoë@exämple.com"]}},
-            "target": {
-                "user": {
-                    "department": ["Forschung & Entwicklung 🚀"],
-                    "emailAddresses": ["josé@exämple.com"],
-                    "title": "Ingénieur 日本",
-                }
-            },
-            "additional": {"category_type": "Benutzer"},
-        },
-        (),
-        id="non-ascii",
-    ),
-    pytest.param(
-        {
-            "time": "2026-11-14T01:01:11Z",
-            "operation_detail": "Update User a@example.com  - Job Title: set to Line one\nLine two "
-            "- Department: "
-            "R&D\r\n",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "Update User a@example.com  - Job Title: set to Line one\nLine two "
-                "- Department: "
-                "R&D\r\n",
-            },
-            "target": {
-                "user": {
-                    "department": ["R&D"],
-                    "emailAddresses": ["a@example.com"],
-                    "title": "Line one\nLine two",
-                }
-            },
-        },
-        (),
-        id="embedded-newlines",
-    ),
+        {"time": "2026-11-14T01:01:11Z", "operation_detail": NEWLINES_DETAIL},
+        _event("2026-11-14T01:01:11Z", description=NEWLINES_DETAIL,
+               target={"user": {"department": ["R&D"], "emailAddresses": ["a@example.com"],
+                                "title": "Line one\nLine two"}}),
+        (), id="embedded-newlines"),
     pytest.param(
         {"time": "2026-11-14T01:01:11Z", "operator": "admin@example.com", "operation_detail": LONG_DETAIL},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": LONG_DETAIL,
-            },
-            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            "target": {"user": {"emailAddresses": ["long@example.com"], "title": LONG_VALUE}},
-        },
-        (),
-        id="10k-char-detail",
-    ),
+        _event("2026-11-14T01:01:11Z", description=LONG_DETAIL, principal=_emails("admin@example.com"),
+               target={"user": {"emailAddresses": ["long@example.com"], "title": LONG_VALUE}}),
+        (), id="10k-char-detail"),
     pytest.param(
-        {
-            "time": "2026-11-14T01:01:11Z",
-            "operation_detail": "Update User a@example.com  - Job Title: set to A\ud800B",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "Update User a@example.com  - Job Title: set to A?B",
-            },
-            "target": {"user": {"emailAddresses": ["a@example.com"], "title": "A?B"}},
-        },
-        ("invalid_unicode",),
-        id="lone-surrogate",
-    ),
+        {"time": "2026-11-14T01:01:11Z",
+         "operation_detail": "Update User a@example.com  - Job Title: set to A\ud800B"},
+        _event("2026-11-14T01:01:11Z", description="Update User a@example.com  - Job Title: set to A?B",
+               target={"user": {"emailAddresses": ["a@example.com"], "title": "A?B"}}),
+        ("invalid_unicode",), id="lone-surrogate"),
     pytest.param(
         {"time": "2026-11-14T01:01:11Z", "operation_detail": "Update User a@example.com  - ", "extra": 1},
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "Update User a@example.com  - ",
-            },
-            "target": {"user": {"emailAddresses": ["a@example.com"]}},
-        },
-        (),
-        id="separator-without-pairs-and-unknown-field",
-    ),
+        _event("2026-11-14T01:01:11Z", description="Update User a@example.com  - ", target=_emails("a@example.com")),
+        (), id="separator-without-pairs-and-unknown-field"),
     pytest.param(
-        {
-            "time": "2026-11-14T01:01:11Z",
-            "operation_detail": "Change Role  - a@example.com: from User to Admin - b@example.com: "
-            "from User to "
-            "Member",
-        },
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T01:01:11Z",
-                "eventType": "USER_UNCATEGORIZED",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "Change Role  - a@example.com: from User to Admin - b@example.com: "
-                "from User to "
-                "Member",
-            },
-            "target": {
-                "user": {"emailAddresses": ["a@example.com"], "attribute": {"roles": [{"name": "Admin"}]}}
-            },
-        },
-        (),
-        id="change-role-two-users-first-is-email2",
-    ),
+        {"time": "2026-11-14T01:01:11Z", "operation_detail": TWO_USERS_DETAIL},
+        _event("2026-11-14T01:01:11Z", description=TWO_USERS_DETAIL,
+               target={"user": {"emailAddresses": ["a@example.com"], "attribute": {"roles": [{"name": "Admin"}]}}}),
+        (), id="change-role-two-users-first-is-email2"),
     # ---- records that are not objects ----------------------------------------------------------------
-    pytest.param(
-        ["Update User a@example.com", 1],
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": '["Update User a@example.com",1]',
-            }
-        },
-        ("not_an_object", "time_missing"),
-        id="not-an-object-list",
-    ),
-    pytest.param(
-        42,
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "42",
-            }
-        },
-        ("not_an_object", "time_missing"),
-        id="not-an-object-number",
-    ),
-    pytest.param(
-        None,
-        {
-            "metadata": {
-                "productLogId": LOG_ID,
-                "eventTimestamp": "2026-11-14T00:00:00Z",
-                "eventType": "GENERIC_EVENT",
-                "vendorName": "ZOOM",
-                "productName": "ZOOM_OPERATION_LOGS",
-                "logType": "ZOOM_OPERATION_LOGS",
-                "description": "null",
-            }
-        },
-        ("not_an_object", "time_missing"),
-        id="not-an-object-null",
-    ),
-]
+    pytest.param(["Update User a@example.com", 1],
+                 _event(DAY_START, "GENERIC_EVENT", description='["Update User a@example.com",1]'),
+                 ("not_an_object", "time_missing"), id="not-an-object-list"),
+    pytest.param(42, _event(DAY_START, "GENERIC_EVENT", description="42"), ("not_an_object", "time_missing"),
+                 id="not-an-object-number"),
+    pytest.param(None, _event(DAY_START, "GENERIC_EVENT", description="null"), ("not_an_object", "time_missing"),
+                 id="not-an-object-null"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("record", "expected", "problems"), GOLDEN)
@@ -1848,17 +440,10 @@ def test_golden_covers_every_verbatim_detail_of_the_notes() -> None:
     assert len(GOLDEN) >= 40
 
 
-def test_issue_example_serialises_to_the_exact_line() -> None:
-    record = {
-        "time": "2026-11-14T01:01:11Z",
-        "operator": "admin@example.com",
-        "category_type": "User",
-        "action": "Update",
-        "operation_detail": "Update User jane@example.com  - Job Title: from Engineer to Staff Engineer",
-    }
-    event, _ = to_udm_event(record, log_id="<id>", fallback_time=FALLBACK)
-    assert orjson.dumps(event) == (
-        b'{"metadata":{"productLogId":"<id>","eventTimestamp":"2026-11-14T01:01:11Z",'
+def _issue_event_line(log_id: bytes) -> bytes:
+    """The event of the issue's example (ISSUE_RECORD) as the exact line expected, with the id `log_id`."""
+    return (
+        b'{"metadata":{"productLogId":"' + log_id + b'","eventTimestamp":"2026-11-14T01:01:11Z",'
         b'"eventType":"USER_UNCATEGORIZED","vendorName":"ZOOM","productName":"ZOOM_OPERATION_LOGS",'
         b'"logType":"ZOOM_OPERATION_LOGS","productEventType":"Update",'
         b'"description":"Update User jane@example.com  - Job Title: from Engineer to Staff Engineer"},'
@@ -1866,6 +451,11 @@ def test_issue_example_serialises_to_the_exact_line() -> None:
         b'"target":{"user":{"emailAddresses":["jane@example.com"],"title":"Staff Engineer"}},'
         b'"additional":{"category_type":"User"}}'
     )
+
+
+def test_issue_example_serialises_to_the_exact_line() -> None:
+    event, _ = to_udm_event(ISSUE_RECORD, log_id="<id>", fallback_time=FALLBACK)
+    assert orjson.dumps(event) == _issue_event_line(b"<id>")
 
 
 # ---- parse_operation_detail ----------------------------------------------------------------------------
@@ -1899,9 +489,7 @@ def test_issue_example_serialises_to_the_exact_line() -> None:
         ),
         pytest.param(
             "Edit Group Springfield  - Personal Meeting ID (PMI) Passcode: from On to Off",
-            ParsedDetail(
-                head="Edit Group Springfield", pairs=[("Personal Meeting ID (PMI) Passcode", "Off")]
-            ),
+            ParsedDetail(head="Edit Group Springfield", pairs=[("Personal Meeting ID (PMI) Passcode", "Off")]),
             id="parentheses-in-key",
         ),
         pytest.param(
@@ -1916,9 +504,7 @@ def test_issue_example_serialises_to_the_exact_line() -> None:
         ),
         pytest.param(
             "Assign admin for channel TestChannel3  - test@test.com",
-            ParsedDetail(
-                head="Assign admin for channel TestChannel3", email2="test@test.com", bare=["test@test.com"]
-            ),
+            ParsedDetail(head="Assign admin for channel TestChannel3", email2="test@test.com", bare=["test@test.com"]),
             id="bare-email",
         ),
         pytest.param(
@@ -2239,16 +825,7 @@ ORDINARY_LINE = (
 
 def test_map_line_ordinary_line_golden() -> None:
     line, problems, covered = map_line(ORDINARY_LINE, 0, FALLBACK)
-    assert line == (
-        b'{"metadata":{"productLogId":"' + _id(ORDINARY_LINE).encode() + b'",'
-        b'"eventTimestamp":"2026-11-14T01:01:11Z",'
-        b'"eventType":"USER_UNCATEGORIZED","vendorName":"ZOOM","productName":"ZOOM_OPERATION_LOGS",'
-        b'"logType":"ZOOM_OPERATION_LOGS","productEventType":"Update",'
-        b'"description":"Update User jane@example.com  - Job Title: from Engineer to Staff Engineer"},'
-        b'"principal":{"user":{"emailAddresses":["admin@example.com"]}},'
-        b'"target":{"user":{"emailAddresses":["jane@example.com"],"title":"Staff Engineer"}},'
-        b'"additional":{"category_type":"User"}}'
-    )
+    assert line == _issue_event_line(_id(ORDINARY_LINE).encode())
     assert problems == ()
     assert covered == ("target.user.emailAddresses", "target.user.title")
     assert (line, problems, covered) == _old_transform(ORDINARY_LINE, 0)
@@ -2277,28 +854,13 @@ LONE_SURROGATE_LINE = (
 )
 
 
-def test_map_line_lone_surrogate_golden() -> None:
+def test_map_line_reads_what_orjson_refuses() -> None:
     with pytest.raises(orjson.JSONDecodeError):
         orjson.loads(LONE_SURROGATE_LINE)  # the defect: orjson refuses what the standard library reads
     json.loads(LONE_SURROGATE_LINE)
-    line, problems, covered = map_line(LONE_SURROGATE_LINE, 0, FALLBACK)
-    expected = {
-        "metadata": _meta(
-            LONE_SURROGATE_LINE,
-            "2026-11-20T10:00:00Z",
-            productEventType="Update",
-            description="Update User jane@example.com  - Job Title: set to Staff",
-        ),
-        "principal": {"user": {"emailAddresses": ["ops\ufffd@x.com"]}},
-        "target": {"user": {"emailAddresses": ["jane@example.com"], "title": "Staff"}},
-        "additional": {"category_type": "User"},
-    }
-    assert orjson.loads(line) == expected
-    assert line == orjson.dumps(expected)
+    line = map_line(LONE_SURROGATE_LINE, 0, FALLBACK)[0]  # its whole event: MAP_LINE_GOLDEN, "lone-surrogate"
     assert b'"emailAddresses":["ops\xef\xbf\xbd@x.com"]' in line  # U+FFFD, as UTF-8
     line.decode("utf-8")
-    assert problems == ("lone_surrogate",)
-    assert covered == ("target.user.emailAddresses", "target.user.title")
 
 
 @pytest.mark.parametrize(
@@ -2322,21 +884,6 @@ def test_map_line_lone_surrogate_escapes(raw: bytes, operator: str) -> None:
     assert problems == (("lone_surrogate",) if "\ufffd" in operator else ())
 
 
-def test_map_line_lone_surrogate_in_a_key_and_in_a_non_object() -> None:
-    line = b'{"x\\ud800":1,"action":"Update"}'
-    out, problems, _ = map_line(line, 0, FALLBACK)
-    assert orjson.loads(out) == {
-        "metadata": _meta(line, "2026-11-14T00:00:00Z", "GENERIC_EVENT", productEventType="Update")
-    }
-    assert problems == ("lone_surrogate", "time_missing")
-    line = b'["a\\ud800"]'
-    out, problems, _ = map_line(line, 0, FALLBACK)
-    assert orjson.loads(out) == {
-        "metadata": _meta(line, "2026-11-14T00:00:00Z", "GENERIC_EVENT", description='["a\ufffd"]')
-    }
-    assert problems == ("lone_surrogate", "not_an_object", "time_missing")
-
-
 def test_map_line_ids_are_those_of_the_exact_stored_bytes() -> None:
     other = LONE_SURROGATE_LINE.replace(b"\\ud800", b"\\udbff")
     first, second = map_line(LONE_SURROGATE_LINE, 0, FALLBACK)[0], map_line(other, 0, FALLBACK)[0]
@@ -2347,108 +894,150 @@ def test_map_line_ids_are_those_of_the_exact_stored_bytes() -> None:
 
 BIG = "123456789012345678901234567890"
 
+# (line, expected event with the id of b"" (the test puts the line's own), problems, covered fields)
+MAP_LINE_GOLDEN = [
+    # ---- lone surrogates: orjson refuses the line, the standard library reads it -----------------------
+    pytest.param(
+        LONE_SURROGATE_LINE,
+        {
+            "metadata": _meta(
+                b"",
+                "2026-11-20T10:00:00Z",
+                productEventType="Update",
+                description="Update User jane@example.com  - Job Title: set to Staff",
+            ),
+            "principal": {"user": {"emailAddresses": ["ops\ufffd@x.com"]}},
+            "target": {"user": {"emailAddresses": ["jane@example.com"], "title": "Staff"}},
+            "additional": {"category_type": "User"},
+        },
+        ("lone_surrogate",),
+        ("target.user.emailAddresses", "target.user.title"),
+        id="lone-surrogate",
+    ),
+    pytest.param(
+        b'{"x\\ud800":1,"action":"Update"}',
+        {"metadata": _meta(b"", DAY_START, "GENERIC_EVENT", productEventType="Update")},
+        ("lone_surrogate", "time_missing"),
+        (),
+        id="lone-surrogate-in-a-key",
+    ),
+    pytest.param(
+        b'["a\\ud800"]',
+        {"metadata": _meta(b"", DAY_START, "GENERIC_EVENT", description='["a\ufffd"]')},
+        ("lone_surrogate", "not_an_object", "time_missing"),
+        (),
+        id="lone-surrogate-in-a-non-object",
+    ),
+    # ---- numbers orjson reads inexactly --------------------------------------------------------------
+    pytest.param(
+        b'{"operator":"admin@example.com","action":"Update","time":"2026-11-20T10:00:00Z","meeting":'
+        + BIG.encode()
+        + b"}",
+        {
+            "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Update"),
+            "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
+        },
+        ("big_number",),
+        (),
+        id="unmapped-field",
+    ),
+    pytest.param(
+        b'{"operator":' + BIG.encode() + b',"action":"Update","time":"2026-11-20T10:00:00Z"}',
+        {
+            "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Update"),
+            "principal": {"user": {"userid": BIG}},  # exact, not 1.2345678901234568e+29
+        },
+        ("big_number", "non_string_value"),
+        (),
+        id="mapped-field-exact",
+    ),
+    pytest.param(
+        b'{"action":-9223372036854775809,"time":"2026-11-20T10:00:00Z"}',
+        {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="-9223372036854775809")},
+        ("big_number", "non_string_value"),
+        (),
+        id="below-int64",
+    ),
+    pytest.param(
+        b'{"action":18446744073709551615,"time":"2026-11-20T10:00:00Z"}',
+        {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="18446744073709551615")},
+        ("non_string_value",),
+        (),
+        id="uint64-max-is-not-big",
+    ),
+    pytest.param(
+        b'{"action":"' + b"9" * 30 + b'","time":"2026-11-20T10:00:00Z"}',
+        {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="9" * 30)},
+        (),
+        (),
+        id="long-digits-in-a-string",
+    ),
+    pytest.param(
+        b'{"action":' + b"7" * 5000 + b',"time":"2026-11-20T10:00:00Z"}',
+        {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="7" * 5000)},
+        ("big_number", "non_string_value"),
+        (),
+        id="beyond-python-int-digits",
+    ),
+    pytest.param(
+        b'{"action":-1.5e400,"time":"2026-11-20T10:00:00Z","x":1e400}',
+        {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="-1.5e400")},
+        ("big_number", "non_string_value"),
+        (),
+        id="beyond-double",
+    ),
+    pytest.param(
+        b'{"operator":"ops\\ud800@x.com","x":' + BIG.encode() + b"}",
+        {
+            "metadata": _meta(b"", DAY_START),
+            "principal": {"user": {"emailAddresses": ["ops\ufffd@x.com"]}},
+        },
+        ("lone_surrogate", "big_number", "time_missing"),
+        (),
+        id="both",
+    ),
+    # ---- characters replaced before or while the line is read ---------------------------------------
+    pytest.param(
+        # The collector stored U+FFFD where Zoom sent bytes that are not UTF-8: ordinary text by then.
+        (
+            '{"time":"2026-11-20T10:00:00Z","operator":"op\ufffd@example.com","action":"Upd\ufffdte",'
+            '"operation_detail":"Update User j\ufffd@example.com  - Job Title: set to \ufffd\ufffd"}'
+        ).encode(),
+        {
+            "metadata": _meta(
+                b"",
+                "2026-11-20T10:00:00Z",
+                productEventType="Upd\ufffdte",
+                description="Update User j\ufffd@example.com  - Job Title: set to \ufffd\ufffd",
+            ),
+            "principal": {"user": {"emailAddresses": ["op\ufffd@example.com"]}},
+            "target": {"user": {"emailAddresses": ["j\ufffd@example.com"], "title": "\ufffd\ufffd"}},
+        },
+        (),
+        ("target.user.emailAddresses", "target.user.title"),
+        id="replacement-characters-map-normally",
+    ),
+    pytest.param(
+        b'{"time":"2026-11-20T10:00:00Z","action":"Upd\xffte","operator":"a\xc3@example.com"}',
+        {
+            "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Upd\ufffdte"),
+            "principal": {"user": {"emailAddresses": ["a\ufffd@example.com"]}},
+        },
+        ("invalid_utf8",),
+        (),
+        id="bytes-not-utf8-replaced-and-flagged",
+    ),
+]
 
-@pytest.mark.parametrize(
-    ("line", "expected", "problems"),
-    [
-        pytest.param(
-            b'{"operator":"admin@example.com","action":"Update","time":"2026-11-20T10:00:00Z","meeting":'
-            + BIG.encode()
-            + b"}",
-            {
-                "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Update"),
-                "principal": {"user": {"emailAddresses": ["admin@example.com"]}},
-            },
-            ("big_number",),
-            id="unmapped-field",
-        ),
-        pytest.param(
-            b'{"operator":' + BIG.encode() + b',"action":"Update","time":"2026-11-20T10:00:00Z"}',
-            {
-                "metadata": _meta(b"", "2026-11-20T10:00:00Z", productEventType="Update"),
-                "principal": {"user": {"userid": BIG}},  # exact, not 1.2345678901234568e+29
-            },
-            ("big_number", "non_string_value"),
-            id="mapped-field-exact",
-        ),
-        pytest.param(
-            b'{"action":-9223372036854775809,"time":"2026-11-20T10:00:00Z"}',
-            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="-9223372036854775809")},
-            ("big_number", "non_string_value"),
-            id="below-int64",
-        ),
-        pytest.param(
-            b'{"action":18446744073709551615,"time":"2026-11-20T10:00:00Z"}',
-            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="18446744073709551615")},
-            ("non_string_value",),
-            id="uint64-max-is-not-big",
-        ),
-        pytest.param(
-            b'{"action":"' + b"9" * 30 + b'","time":"2026-11-20T10:00:00Z"}',
-            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="9" * 30)},
-            (),
-            id="long-digits-in-a-string",
-        ),
-        pytest.param(
-            b'{"action":' + b"7" * 5000 + b',"time":"2026-11-20T10:00:00Z"}',
-            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="7" * 5000)},
-            ("big_number", "non_string_value"),
-            id="beyond-python-int-digits",
-        ),
-        pytest.param(
-            b'{"action":-1.5e400,"time":"2026-11-20T10:00:00Z","x":1e400}',
-            {"metadata": _meta(b"", "2026-11-20T10:00:00Z", "GENERIC_EVENT", productEventType="-1.5e400")},
-            ("big_number", "non_string_value"),
-            id="beyond-double",
-        ),
-        pytest.param(
-            b'{"operator":"ops\\ud800@x.com","x":' + BIG.encode() + b"}",
-            {
-                "metadata": _meta(b"", "2026-11-14T00:00:00Z"),
-                "principal": {"user": {"emailAddresses": ["ops\ufffd@x.com"]}},
-            },
-            ("lone_surrogate", "big_number", "time_missing"),
-            id="both",
-        ),
-    ],
-)
-def test_map_line_big_numbers(line: bytes, expected: dict, problems: tuple[str, ...]) -> None:
-    expected["metadata"]["productLogId"] = _id(line)
-    out, got, _ = map_line(line, 0, FALLBACK)
+
+@pytest.mark.parametrize(("line", "expected", "problems", "covered"), MAP_LINE_GOLDEN)
+def test_map_line_golden(line: bytes, expected: dict, problems: tuple[str, ...], covered: tuple[str, ...]) -> None:
+    expected = {**expected, "metadata": {**expected["metadata"], "productLogId": _id(line)}}
+    out, got, got_covered = map_line(line, 0, FALLBACK)
     assert orjson.loads(out) == expected
-    assert out == orjson.dumps(expected)
+    assert out == orjson.dumps(expected), "same content, but the key order differs"
     assert got == problems
-
-
-def test_map_line_replacement_characters_map_normally() -> None:
-    # The collector stored U+FFFD where Zoom sent bytes that are not UTF-8: ordinary text by then.
-    line = (
-        '{"time":"2026-11-20T10:00:00Z","operator":"op\ufffd@example.com","action":"Upd\ufffdte",'
-        '"operation_detail":"Update User j\ufffd@example.com  - Job Title: set to \ufffd\ufffd"}'
-    ).encode()
-    out, problems, covered = map_line(line, 0, FALLBACK)
-    assert orjson.loads(out) == {
-        "metadata": _meta(
-            line,
-            "2026-11-20T10:00:00Z",
-            productEventType="Upd\ufffdte",
-            description="Update User j\ufffd@example.com  - Job Title: set to \ufffd\ufffd",
-        ),
-        "principal": {"user": {"emailAddresses": ["op\ufffd@example.com"]}},
-        "target": {"user": {"emailAddresses": ["j\ufffd@example.com"], "title": "\ufffd\ufffd"}},
-    }
-    assert problems == ()
-    assert covered == ("target.user.emailAddresses", "target.user.title")
-
-
-def test_map_line_bytes_that_are_not_utf8_are_replaced_and_flagged() -> None:
-    line = b'{"time":"2026-11-20T10:00:00Z","action":"Upd\xffte","operator":"a\xc3@example.com"}'
-    out, problems, _ = map_line(line, 0, FALLBACK)
-    assert orjson.loads(out) == {
-        "metadata": _meta(line, "2026-11-20T10:00:00Z", productEventType="Upd\ufffdte"),
-        "principal": {"user": {"emailAddresses": ["a\ufffd@example.com"]}},
-    }
-    assert problems == ("invalid_utf8",)
+    assert got_covered == covered
 
 
 @pytest.mark.parametrize(

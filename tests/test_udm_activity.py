@@ -32,12 +32,13 @@ from zoom_pipeline.udm_activity import (
 
 FALLBACK = datetime(2026, 11, 28, tzinfo=UTC)
 DAY_START = "2026-11-28T00:00:00Z"
+TIME = "2026-11-28T13:04:05Z"  # the time of SIGN_IN
 AUTH = {"auth": {"type": "AUTHTYPE_UNSPECIFIED"}}
 V4 = "203.0.113.5"
 V6 = "2001:db8:85a3::8a2e:370:7334"
 SIGN_IN = {
     "email": "a@b.com",
-    "time": "2026-11-28T13:04:05Z",
+    "time": TIME,
     "type": "Sign in",
     "ip_address": V4,
     "client_type": "Browser",
@@ -57,217 +58,122 @@ def _user(email: str) -> dict:
     return {"user": {"emailAddresses": [email]}}
 
 
+def _event(
+    timestamp: str,
+    event_type: str,
+    *,
+    version: str | None = None,
+    ip: str | None = None,
+    target: dict | None = None,
+    auth: bool = False,
+    additional: dict | None = None,
+) -> dict:
+    """One whole expected event, in the order of Chronicle's JSON: the metadata (its id that of b"", which
+    test_golden replaces by the line's own), `ip` as the principal, the target, `auth` the extensions."""
+    event: dict = {"metadata": _meta(b"", timestamp, event_type, **({"productVersion": version} if version else {}))}
+    if ip is not None:
+        event["principal"] = _principal(ip)
+    if target is not None:
+        event["target"] = target
+    if auth:
+        event["extensions"] = AUTH
+    if additional is not None:
+        event["additional"] = additional
+    return event
+
+
+SIGN_OUT = {
+    "email": "jane.doe@example.com",
+    "time": "2026-11-28T18:30:00Z",
+    "type": "Sign out",
+    "ip_address": V6,
+    "client_type": "Windows",
+    "version": "6.2.5.43211",
+}
+WITH_VERSION = (*USER_AND_ADDRESS, "metadata.productVersion")  # covered fields
+NOT_UTF8_LINE = (
+    b'{"email":"j\xffrg@example.com","time":"2026-11-28T13:04:05Z","type":"Sign in",'
+    b'"ip_address":"203.0.113.5","client_type":"Mac\xc3","version":"6.2.5.43211"}'
+)
+
+# (record, or the stored line itself where the bytes are the point; the whole expected event; problems; covered)
 GOLDEN = [
-    pytest.param(
-        SIGN_IN,
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": BROWSER_SIGN_IN,
-        },
-        (),
-        USER_AND_ADDRESS,
-        id="sign-in-ipv4-browser-no-version",
-    ),
-    pytest.param(
-        {
-            "email": "jane.doe@example.com",
-            "time": "2026-11-28T18:30:00Z",
-            "type": "Sign out",
-            "ip_address": V6,
-            "client_type": "Windows",
-            "version": "6.2.5.43211",
-        },
-        {
-            "metadata": _meta(b"", "2026-11-28T18:30:00Z", "USER_LOGOUT", productVersion="6.2.5.43211"),
-            "principal": _principal(V6),
-            "target": _user("jane.doe@example.com"),
-            "extensions": AUTH,
-            "additional": {"client_type": "Windows", "type": "Sign out"},
-        },
-        (),
-        ("target.user.emailAddresses", "principal.ip", "principal.asset.ip", "metadata.productVersion"),
-        id="sign-out-ipv6-windows-with-version",
-    ),
-    pytest.param(
-        {**SIGN_IN, "type": "Switch account"},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_UNCATEGORIZED"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "additional": {"client_type": "Browser", "type": "Switch account"},
-        },
-        ("type_unknown",),
-        USER_AND_ADDRESS,
-        id="unknown-type",
-    ),
-    pytest.param(
-        {k: v for k, v in SIGN_IN.items() if k != "type"},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_UNCATEGORIZED"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "additional": {"client_type": "Browser"},
-        },
-        ("type_unknown",),
-        USER_AND_ADDRESS,
-        id="no-type",
-    ),
-    pytest.param(
-        {**SIGN_IN, "type": " SIGN OUT "},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGOUT"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": {"client_type": "Browser", "type": " SIGN OUT "},
-        },
-        (),
-        USER_AND_ADDRESS,
-        id="type-case-and-spaces-aside-kept-as-written",
-    ),
-    pytest.param(
-        {k: v for k, v in SIGN_IN.items() if k != "email"},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "GENERIC_EVENT"),
-            "principal": _principal(V4),
-            "additional": BROWSER_SIGN_IN,
-        },
-        ("email_missing",),
-        ("principal.ip", "principal.asset.ip"),
-        id="missing-email",
-    ),
-    pytest.param(
-        {**SIGN_IN, "email": "  "},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "GENERIC_EVENT"),
-            "principal": _principal(V4),
-            "additional": BROWSER_SIGN_IN,
-        },
-        ("email_missing",),
-        ("principal.ip", "principal.asset.ip"),
-        id="blank-email",
-    ),
-    pytest.param(
-        {**SIGN_IN, "email": " jdoe "},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN"),
-            "principal": _principal(V4),
-            "target": {"user": {"userid": "jdoe"}},
-            "extensions": AUTH,
-            "additional": BROWSER_SIGN_IN,
-        },
-        ("email_invalid",),
-        ("target.user.userid", "principal.ip", "principal.asset.ip"),
-        id="email-not-an-address-is-the-userid",
-    ),
-    pytest.param(
-        {**SIGN_IN, "ip_address": "203.0.113.256"},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN"),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": {"client_type": "Browser", "ip_address": "203.0.113.256", "type": "Sign in"},
-        },
-        ("ip_invalid",),
-        ("target.user.emailAddresses",),
-        id="invalid-ip-kept-in-additional",
-    ),
-    pytest.param(
-        {**SIGN_IN, "ip_address": ""},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN"),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": BROWSER_SIGN_IN,
-        },
-        (),
-        ("target.user.emailAddresses",),
-        id="no-ip-no-principal-no-problem",
-    ),
-    pytest.param(
-        {k: v for k, v in SIGN_IN.items() if k != "time"},
-        {
-            "metadata": _meta(b"", DAY_START, "USER_LOGIN"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": BROWSER_SIGN_IN,
-        },
-        ("time_missing",),
-        USER_AND_ADDRESS,
-        id="missing-time",
-    ),
-    pytest.param(
-        {**SIGN_IN, "time": "yesterday"},
-        {
-            "metadata": _meta(b"", DAY_START, "USER_LOGIN"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": BROWSER_SIGN_IN,
-        },
-        ("time_unparseable",),
-        USER_AND_ADDRESS,
-        id="unparseable-time",
-    ),
-    pytest.param(
-        {**SIGN_IN, "time": "2026-11-28T14:04:05+01:00"},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN"),
-            "principal": _principal(V4),
-            "target": _user("a@b.com"),
-            "extensions": AUTH,
-            "additional": BROWSER_SIGN_IN,
-        },
-        (),
-        USER_AND_ADDRESS,
-        id="time-with-offset-in-utc",
-    ),
-    pytest.param(
-        {"email": "x@example.com", "time": "2026-11-28T13:04:05Z", "type": "Sign in", "ip_address": 3405803781,
-         "client_type": "Mac", "version": 6.2},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN", productVersion="6.2"),
-            "target": _user("x@example.com"),
-            "extensions": AUTH,
-            "additional": {"client_type": "Mac", "ip_address": "3405803781", "type": "Sign in"},
-        },
-        ("non_string_value", "ip_invalid"),
-        ("target.user.emailAddresses", "metadata.productVersion"),
-        id="non-string-values-as-text",
-    ),
-    pytest.param(
-        {"email": "ops\ud800@example.com", "time": "2026-11-28T13:04:05Z", "type": "Sign in", "ip_address": V4,
-         "client_type": "iOS", "version": 123456789012345678901234567890},
-        {
-            "metadata": _meta(b"", "2026-11-28T13:04:05Z", "USER_LOGIN",
-                              productVersion="123456789012345678901234567890"),
-            "principal": _principal(V4),
-            "target": _user("ops\ufffd@example.com"),
-            "extensions": AUTH,
-            "additional": {"client_type": "iOS", "type": "Sign in"},
-        },
-        ("lone_surrogate", "big_number", "non_string_value"),
-        ("target.user.emailAddresses", "principal.ip", "principal.asset.ip", "metadata.productVersion"),
-        id="lone-surrogate-and-big-number-as-for-operation-logs",
-    ),
-    pytest.param(
-        {},
-        {"metadata": _meta(b"", DAY_START, "GENERIC_EVENT")},
-        ("time_missing", "type_unknown", "email_missing"),
-        (),
-        id="empty-object",
-    ),
+    pytest.param(SIGN_IN,
+                 _event(TIME, "USER_LOGIN", ip=V4, target=_user("a@b.com"), auth=True, additional=BROWSER_SIGN_IN),
+                 (), USER_AND_ADDRESS, id="sign-in-ipv4-browser-no-version"),
+    pytest.param(SIGN_OUT,
+                 _event("2026-11-28T18:30:00Z", "USER_LOGOUT", version="6.2.5.43211", ip=V6,
+                        target=_user("jane.doe@example.com"), auth=True,
+                        additional={"client_type": "Windows", "type": "Sign out"}),
+                 (), WITH_VERSION, id="sign-out-ipv6-windows-with-version"),
+    pytest.param({**SIGN_IN, "type": "Switch account"},
+                 _event(TIME, "USER_UNCATEGORIZED", ip=V4, target=_user("a@b.com"),
+                        additional={"client_type": "Browser", "type": "Switch account"}),
+                 ("type_unknown",), USER_AND_ADDRESS, id="unknown-type"),
+    pytest.param({k: v for k, v in SIGN_IN.items() if k != "type"},
+                 _event(TIME, "USER_UNCATEGORIZED", ip=V4, target=_user("a@b.com"),
+                        additional={"client_type": "Browser"}),
+                 ("type_unknown",), USER_AND_ADDRESS, id="no-type"),
+    pytest.param({**SIGN_IN, "type": " SIGN OUT "},
+                 _event(TIME, "USER_LOGOUT", ip=V4, target=_user("a@b.com"), auth=True,
+                        additional={"client_type": "Browser", "type": " SIGN OUT "}),
+                 (), USER_AND_ADDRESS, id="type-case-and-spaces-aside-kept-as-written"),
+    pytest.param({k: v for k, v in SIGN_IN.items() if k != "email"},
+                 _event(TIME, "GENERIC_EVENT", ip=V4, additional=BROWSER_SIGN_IN),
+                 ("email_missing",), ("principal.ip", "principal.asset.ip"), id="missing-email"),
+    pytest.param({**SIGN_IN, "email": "  "},
+                 _event(TIME, "GENERIC_EVENT", ip=V4, additional=BROWSER_SIGN_IN),
+                 ("email_missing",), ("principal.ip", "principal.asset.ip"), id="blank-email"),
+    pytest.param({**SIGN_IN, "email": " jdoe "},
+                 _event(TIME, "USER_LOGIN", ip=V4, target={"user": {"userid": "jdoe"}}, auth=True,
+                        additional=BROWSER_SIGN_IN),
+                 ("email_invalid",), ("target.user.userid", "principal.ip", "principal.asset.ip"),
+                 id="email-not-an-address-is-the-userid"),
+    pytest.param({**SIGN_IN, "ip_address": "203.0.113.256"},
+                 _event(TIME, "USER_LOGIN", target=_user("a@b.com"), auth=True,
+                        additional={"client_type": "Browser", "ip_address": "203.0.113.256", "type": "Sign in"}),
+                 ("ip_invalid",), ("target.user.emailAddresses",), id="invalid-ip-kept-in-additional"),
+    pytest.param({**SIGN_IN, "ip_address": ""},
+                 _event(TIME, "USER_LOGIN", target=_user("a@b.com"), auth=True, additional=BROWSER_SIGN_IN),
+                 (), ("target.user.emailAddresses",), id="no-ip-no-principal-no-problem"),
+    pytest.param({k: v for k, v in SIGN_IN.items() if k != "time"},
+                 _event(DAY_START, "USER_LOGIN", ip=V4, target=_user("a@b.com"), auth=True,
+                        additional=BROWSER_SIGN_IN),
+                 ("time_missing",), USER_AND_ADDRESS, id="missing-time"),
+    pytest.param({**SIGN_IN, "time": "yesterday"},
+                 _event(DAY_START, "USER_LOGIN", ip=V4, target=_user("a@b.com"), auth=True,
+                        additional=BROWSER_SIGN_IN),
+                 ("time_unparseable",), USER_AND_ADDRESS, id="unparseable-time"),
+    pytest.param({**SIGN_IN, "time": "2026-11-28T14:04:05+01:00"},
+                 _event(TIME, "USER_LOGIN", ip=V4, target=_user("a@b.com"), auth=True,
+                        additional=BROWSER_SIGN_IN),
+                 (), USER_AND_ADDRESS, id="time-with-offset-in-utc"),
+    pytest.param({"email": "x@example.com", "time": TIME, "type": "Sign in", "ip_address": 3405803781,
+                  "client_type": "Mac", "version": 6.2},
+                 _event(TIME, "USER_LOGIN", version="6.2", target=_user("x@example.com"), auth=True,
+                        additional={"client_type": "Mac", "ip_address": "3405803781", "type": "Sign in"}),
+                 ("non_string_value", "ip_invalid"), ("target.user.emailAddresses", "metadata.productVersion"),
+                 id="non-string-values-as-text"),
+    pytest.param({"email": "ops\ud800@example.com", "time": TIME, "type": "Sign in", "ip_address": V4,
+                  "client_type": "iOS", "version": 123456789012345678901234567890},
+                 _event(TIME, "USER_LOGIN", version="123456789012345678901234567890", ip=V4,
+                        target=_user("ops\ufffd@example.com"), auth=True,
+                        additional={"client_type": "iOS", "type": "Sign in"}),
+                 ("lone_surrogate", "big_number", "non_string_value"), WITH_VERSION,
+                 id="lone-surrogate-and-big-number-as-for-operation-logs"),
+    pytest.param(NOT_UTF8_LINE,
+                 _event(TIME, "USER_LOGIN", version="6.2.5.43211", ip=V4, target=_user("j\ufffdrg@example.com"),
+                        auth=True, additional={"client_type": "Mac\ufffd", "type": "Sign in"}),
+                 ("invalid_utf8",), WITH_VERSION, id="bytes-not-utf8-replaced-and-flagged"),
+    pytest.param({}, _event(DAY_START, "GENERIC_EVENT"), ("time_missing", "type_unknown", "email_missing"), (),
+                 id="empty-object"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("record", "expected", "problems", "covered"), GOLDEN)
-def test_golden(record: dict, expected: dict, problems: tuple[str, ...], covered: tuple[str, ...]) -> None:
-    line = encode_record(record)
-    expected["metadata"]["productLogId"] = _id(line)
+def test_golden(record: dict | bytes, expected: dict, problems: tuple[str, ...], covered: tuple[str, ...]) -> None:
+    line = record if isinstance(record, bytes) else encode_record(record)
+    expected = {**expected, "metadata": {**expected["metadata"], "productLogId": _id(line)}}
     out, got, got_covered = map_activity_line(line, 0, FALLBACK)
     assert orjson.loads(out) == expected
     assert out == orjson.dumps(expected), "same content, but the key order differs"
@@ -338,22 +244,6 @@ def test_an_address_is_what_ipaddress_reads_without_a_zone() -> None:
         assert (event.get("principal") == _principal(trimmed)) == expected, repr(text)
         assert ("principal" in event) == expected, repr(text)
         assert ("ip_invalid" in problems) == (bool(trimmed) and not expected), repr(text)
-
-
-def test_bytes_that_are_not_utf8_are_replaced_and_flagged() -> None:
-    line = (
-        b'{"email":"j\xffrg@example.com","time":"2026-11-28T13:04:05Z","type":"Sign in",'
-        b'"ip_address":"203.0.113.5","client_type":"Mac\xc3","version":"6.2.5.43211"}'
-    )
-    out, problems, _ = map_activity_line(line, 0, FALLBACK)
-    assert orjson.loads(out) == {
-        "metadata": _meta(line, "2026-11-28T13:04:05Z", "USER_LOGIN", productVersion="6.2.5.43211"),
-        "principal": _principal(V4),
-        "target": _user("j\ufffdrg@example.com"),
-        "extensions": AUTH,
-        "additional": {"client_type": "Mac\ufffd", "type": "Sign in"},
-    }
-    assert problems == ("invalid_utf8",)
 
 
 @pytest.mark.parametrize(

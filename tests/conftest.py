@@ -14,7 +14,6 @@ from tests.helpers import FAKE_AWS, REPO, SIM_SECRET, free_port, wait_for_port
 from zoom_pipeline.simulator import ZoomSimulator
 from zoom_pipeline.sources import SOURCES
 
-
 # Fixtures that start or need a real local server or a Dagster instance: a test using any of them is marked
 # `io` (as are the tests that start a process of their own), so that `make quick` (-m "not io") runs the
 # pure core alone, in seconds.

@@ -26,6 +26,18 @@ Phases, all in that one instance:
      sensor gives it (`dagster/partition=<today>`, `dagster/priority=5`), a few seconds after the
      backfill's first run has started: the sensor's refresh competing with the backfill for pool
      slots and for the account's per-second limit.
+  4. accounts (`--scenarios accounts --accounts N`, on its own; issue 14, item 7): one deployment with
+     N Zoom accounts. The simulator holds N accounts (`POST /_sim/account`), each with its own
+     credentials and per-second limit R (429 when that account exceeds it) and invalidate-on-mint;
+     `ZOOM_ACCOUNTS_FILE` (written into the temporary directory: each account's URLs and
+     `max_requests_per_second: R`) and `ZOOM_<NAME>_ACCOUNT_ID` / `_CLIENT_ID` / `_CLIENT_SECRET` go
+     to `dagster dev`. Phase 1 backfills the first account's `<name>/zoom_operation_logs`; then one
+     backfill per account of the same N days is launched, one right after the other, each
+     `assetSelection: [{path: ["<name>", "zoom_operation_logs"]}]` (that account's asset page), and
+     all are polled until terminal. Per account and overall: pages, floor, wall, raw and net ratio,
+     runs' span, 429 share, token mints, runs, days landed exactly (zoom/<name>/operationlogs/ against
+     the simulator's records of that account). The accounts run side by side, so the overall floor is
+     one account's (the largest), not their sum.
 
 How to read the output, per scenario:
 
@@ -49,11 +61,14 @@ How to read the output, per scenario:
               step time: where the wall time beyond the floor goes
 
 The aims (issue 8) are printed beside the figures for 30 days x 6,000 records at 10 requests/s:
-net <= 1.15 x floor and < 1 % of report calls answered 429. Nothing here asserts them.
+net <= 1.15 x floor and < 1 % of report calls answered 429; for the accounts scenario (issue 14):
+overall net <= 1.15 x one account's floor, < 1 % 429s, one token mint per account. Nothing here
+asserts them.
 
     .venv/bin/python bench/backfill_benchmark.py                       # 30 x 6,000 at 10/s, both scenarios
     .venv/bin/python bench/backfill_benchmark.py --days 3 --records 600 --scenarios plain   # smoke run
     .venv/bin/python bench/backfill_benchmark.py --days-per-run 1 --pool 2   # one run a day, 2 slots
+    .venv/bin/python bench/backfill_benchmark.py --scenarios accounts --accounts 5   # 5 accounts side by side
 
 Results: printed, and written to bench/out/backfill.json (bench/out is gitignored); logs of the
 servers and of `dagster dev` in bench/out/backfill-logs/. Exit status 1 when a backfill did not
@@ -98,6 +113,9 @@ RETENTION_DAYS = 179  # zoom_pipeline.constants.RETENTION_DAYS: the oldest day Z
 POLL_SECONDS = 1.0
 AIM_NET = 1.15
 AIM_429_SHARE = 0.01
+AIM_TOKENS_PER_ACCOUNT = 1  # the accounts scenario: one mint per account over the whole benchmark
+# The accounts scenario's account names (then acct11, acct12, ...): lowercase, as the accounts file wants.
+ACCOUNT_NAMES = ("acme", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa")
 AIM_SHAPE = (30, 6000, 10.0)  # days, records a day, requests/s: what the aims are stated for
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "bench-access-key",
@@ -123,8 +141,8 @@ DEFAULT_SIGNALS_THEN_EXEC = (
 )
 
 BACKFILL_MUTATION = """
-mutation($days: [String!]) { launchPartitionBackfill(backfillParams: {
-    assetSelection: [{path: ["zoom_operation_logs"]}], partitionNames: $days, fromFailure: false}) {
+mutation($days: [String!], $assets: [AssetKeyInput!]) { launchPartitionBackfill(backfillParams: {
+    assetSelection: $assets, partitionNames: $days, fromFailure: false}) {
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
   ... on UnauthorizedError { message } ... on InvalidStepError { invalidStepKey }
   ... on InvalidOutputError { stepKey invalidOutputName } } }"""
@@ -157,7 +175,7 @@ REPOS_QUERY = """
 { repositoriesOrError { __typename ... on RepositoryConnection { nodes { name location { name } } }
   ... on PythonError { message } } }"""
 ASSET_QUERY = """
-{ assetNodes(assetKeys: [{path: ["zoom_operation_logs"]}]) {
+query($assets: [AssetKeyInput!]) { assetNodes(assetKeys: $assets) {
     backfillPolicy { policyType maxPartitionsPerRun description } } }"""
 DAEMONS_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
 
@@ -251,13 +269,15 @@ class Sim:
         resp.raise_for_status()
         return resp.json()
 
-    def stats(self) -> dict:
-        resp = self.http.get(f"{self.control}/stats", timeout=30)
+    def stats(self, account: str | None = None) -> dict:
+        params = {} if account is None else {"account": account}
+        resp = self.http.get(f"{self.control}/stats", params=params, timeout=30)
         resp.raise_for_status()
         return resp.json()
 
-    def records(self, day: str) -> list[dict]:
-        resp = self.http.get(f"{self.control}/records", params={"day": day, "offset": 0}, timeout=120)
+    def records(self, day: str, account: str | None = None) -> list[dict]:
+        params = {"day": day, "offset": 0, **({} if account is None else {"account": account})}
+        resp = self.http.get(f"{self.control}/records", params=params, timeout=120)
         resp.raise_for_status()
         return resp.json()["records"]
 
@@ -309,8 +329,10 @@ class Dev:
             time.sleep(1)
         raise RuntimeError(f"dagster dev not ready within {timeout:.0f} s; see {self.proc.log_path}")
 
-    def launch_backfill(self, days: list[str]) -> str:
-        launched = self.gql(BACKFILL_MUTATION, {"days": days})["launchPartitionBackfill"]
+    def launch_backfill(self, days: list[str], asset: tuple[str, ...] = (RAW_ASSET,)) -> str:
+        """What the asset page of `asset` (its key path) sends for a backfill of `days`."""
+        variables = {"days": days, "assets": [{"path": list(asset)}]}
+        launched = self.gql(BACKFILL_MUTATION, variables)["launchPartitionBackfill"]
         if launched["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"launchPartitionBackfill: {launched}")
         return launched["backfillId"]
@@ -356,9 +378,9 @@ class Dev:
 # --------------------------------------------------------------------------------------------------
 
 
-def materialized_days(runs: list[dict]) -> set[str]:
+def materialized_days(runs: list[dict], asset: tuple[str, ...] = (RAW_ASSET,)) -> set[str]:
     return {m["partition"] for r in runs for m in r.get("assetMaterializations") or []
-            if m["assetKey"]["path"] == [RAW_ASSET] and m["partition"]}
+            if m["assetKey"]["path"] == list(asset) and m["partition"]}
 
 
 def metadata(mat: dict) -> dict:
@@ -370,21 +392,22 @@ def metadata(mat: dict) -> dict:
     return out
 
 
-def raw_metadata(runs: list[dict]) -> dict[str, dict]:
+def raw_metadata(runs: list[dict], asset: tuple[str, ...] = (RAW_ASSET,)) -> dict[str, dict]:
     """Per day: the raw asset's materialization metadata (the last one, if a day has several)."""
     out: dict[str, dict] = {}
     for r in runs:
         for m in r.get("assetMaterializations") or []:
-            if m["assetKey"]["path"] == [RAW_ASSET] and m["partition"]:
+            if m["assetKey"]["path"] == list(asset) and m["partition"]:
                 out[m["partition"]] = metadata(m)
     return out
 
 
-def run_backfill(dev: Dev, days: list[str], timeout: float, *, during=None) -> dict:
-    """Launch a backfill of `days` and poll it until terminal. `during(runs)` is called at every poll
-    (the sensor scenario launches its run from there). Times are seconds after the launch."""
+def run_backfill(dev: Dev, days: list[str], timeout: float, *, during=None,
+                 asset: tuple[str, ...] = (RAW_ASSET,)) -> dict:
+    """Launch a backfill of `days` of `asset` and poll it until terminal. `during(runs)` is called at
+    every poll (the sensor scenario launches its run from there). Times are seconds after the launch."""
     t0 = time.time()
-    backfill_id = dev.launch_backfill(days)
+    backfill_id = dev.launch_backfill(days, asset)
     log(f"backfill {backfill_id}: {len(days)} day(s) launched")
     deadline = time.monotonic() + timeout
     status = "?"
@@ -416,7 +439,7 @@ def run_backfill(dev: Dev, days: list[str], timeout: float, *, during=None) -> d
         "backfill_id": backfill_id, "status": status, "days": days,
         "wall_s": round(wall, 2), "wall_seen_s": round(seen_terminal, 2),
         "runs_done_s": None if last_end is None else round(last_end - t0, 2),
-        "all_materialized": materialized_days(runs) >= set(days),
+        "all_materialized": materialized_days(runs, asset) >= set(days),
         "runs": runs, "launched_at": t0,
     }
     log(f"backfill {backfill_id}: {status} after {wall:.1f} s ({len(runs)} run(s), "
@@ -466,11 +489,11 @@ def timeline(bf: dict) -> dict:
     }
 
 
-def stored_multiset(s3, day: str) -> Counter:
+def stored_multiset(s3, day: str, prefix: str = RAW_PREFIX) -> Counter:
     """The day's stored records (every part under its folder) as canonical JSON, counted."""
     found: Counter = Counter()
     keys = []
-    folder = RAW_PREFIX + day.replace("-", "/") + "/"
+    folder = prefix + day.replace("-", "/") + "/"
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=folder):
         keys += [o["Key"] for o in page.get("Contents", [])]
     for key in keys:
@@ -483,12 +506,14 @@ def stored_multiset(s3, day: str) -> Counter:
     return found
 
 
-def landed(sim: Sim, s3, days: list[str]) -> dict:
-    """Per day: whether the stored records equal the simulator's, copy for copy."""
+def landed(sim: Sim, s3, days: list[str], account: str | None = None) -> dict:
+    """Per day: whether the stored records equal the simulator's, copy for copy (`account`: a named
+    account's days, under its own prefix zoom/<name>/operationlogs/)."""
     bad = {}
+    prefix = RAW_PREFIX if account is None else account_prefix(account)
     for day in days:
-        want = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in sim.records(day))
-        got = stored_multiset(s3, day)
+        want = Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in sim.records(day, account))
+        got = stored_multiset(s3, day, prefix)
         if got != want:
             bad[day] = {"stored": sum(got.values()), "expected": sum(want.values()),
                         "missing": sum((want - got).values()), "extra": sum((got - want).values())}
@@ -500,11 +525,12 @@ def landed(sim: Sim, s3, days: list[str]) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def measure_fixed(dev: Dev, sim: Sim, day: str, timeout: float) -> dict:
-    log(f"fixed latency: one-day backfill of {day} ({FIXED_DAY_RECORDS} records, one page)")
-    bf = run_backfill(dev, [day], timeout)
+def measure_fixed(dev: Dev, sim: Sim, day: str, timeout: float, asset: tuple[str, ...] = (RAW_ASSET,)) -> dict:
+    log(f"fixed latency: one-day backfill of {'/'.join(asset)} {day} ({FIXED_DAY_RECORDS} records, one page)")
+    bf = run_backfill(dev, [day], timeout, asset=asset)
     ok = bf["status"] == "COMPLETED_SUCCESS" and all(r["status"] == "SUCCESS" for r in bf["runs"])
-    return {"day": day, "status": bf["status"], "ok": ok, "wall_s": bf["wall_s"], "runs_done_s": bf["runs_done_s"],
+    return {"day": day, "asset": "/".join(asset), "status": bf["status"], "ok": ok, "wall_s": bf["wall_s"],
+            "runs_done_s": bf["runs_done_s"],
             "runs": len(bf["runs"]), "timeline": timeline(bf), "failure_reasons": dev.failure_reasons(bf["runs"])}
 
 
@@ -625,6 +651,306 @@ def measure_scenario(name: str, dev: Dev, sim: Sim, s3, days: list[str], args, f
 
 
 # --------------------------------------------------------------------------------------------------
+# The accounts scenario: N Zoom accounts of one deployment, one backfill each, side by side
+# --------------------------------------------------------------------------------------------------
+
+
+def account_names(n: int) -> list[str]:
+    return [ACCOUNT_NAMES[i] if i < len(ACCOUNT_NAMES) else f"acct{i + 1}" for i in range(n)]
+
+
+def account_prefix(name: str) -> str:
+    """Where a named account's raw days go by default (zoom_pipeline/accounts.py)."""
+    return f"zoom/{name}/operationlogs/"
+
+
+def account_asset(name: str) -> tuple[str, ...]:
+    return (name, RAW_ASSET)
+
+
+def account_counters(stats: dict) -> dict:
+    """The counters of one account's simulator stats the scenario takes differences of."""
+    op = (stats.get("by_log") or {}).get("operationlogs") or stats
+    return {
+        "report_calls": stats["report_calls"], "pages": op["pages_served"], "pages_all": stats["pages_served"],
+        "http_429": stats["status_counts"].get("429", 0), "qps_rejections": stats["qps_rejections"],
+        "token_calls": stats["token_calls"], "tokens_issued": stats["tokens_issued"],
+    }
+
+
+def setup_accounts(sim: Sim, names: list[str], args) -> dict[str, dict]:
+    """Each account in the simulator with its own client secret and per-second limit R (and, unless
+    --no-invalidate-on-mint, every mint invalidating that account's earlier tokens); returns each
+    account's credentials as the simulator answers them."""
+    creds = {}
+    for name in names:
+        creds[name] = sim.post("account", {"name": name, "client_secret": f"bench-secret-{name}",
+                                           "max_requests_per_second": args.rate})
+        sim.post("config", {"account": name, "invalidate_on_mint": not args.no_invalidate_on_mint})
+    return creds
+
+
+def write_accounts_file(path: Path, names: list[str], sim: Sim, rate: float) -> None:
+    """The deployment's ZOOM_ACCOUNTS_FILE: each account's pace R and the simulator's URLs."""
+    entries = {name: {"api_base_url": sim.urls["base_url"], "oauth_token_url": sim.urls["token_url"],
+                      "max_requests_per_second": rate} for name in names}
+    path.write_text(yaml.safe_dump({"accounts": entries}, sort_keys=False))
+
+
+def account_env(creds: dict[str, dict]) -> dict[str, str]:
+    """ZOOM_<NAME>_ACCOUNT_ID / _CLIENT_ID / _CLIENT_SECRET of every account."""
+    env = {}
+    for name, c in creds.items():
+        stem = f"ZOOM_{name.upper()}_"
+        env.update({stem + "ACCOUNT_ID": c["account_id"], stem + "CLIENT_ID": c["client_id"],
+                    stem + "CLIENT_SECRET": c["client_secret"]})
+    return env
+
+
+def run_account_backfills(dev: Dev, days: list[str], names: list[str], timeout: float) -> dict:
+    """One backfill per account of the same `days`, launched one right after the other (each what that
+    account's asset page sends), then all polled until terminal. Per account, times are seconds after
+    its own launch; `launched_at` of the whole is the first launch."""
+    launched: dict[str, dict] = {}
+    for name in names:
+        t = time.time()
+        launched[name] = {"backfill_id": dev.launch_backfill(days, account_asset(name)), "launched_at": t}
+    t0 = launched[names[0]]["launched_at"]
+    log(f"{len(names)} backfills of {len(days)} day(s) each launched within "
+        f"{time.time() - t0:.1f} s: " + ", ".join(f"{n} {b['backfill_id']}" for n, b in launched.items()))
+    pending = list(names)
+    found: dict[str, dict] = {}
+    seen: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while pending:
+        dev.alive()
+        for name in list(pending):
+            bf = dev.backfill(launched[name]["backfill_id"])
+            if bf["status"] in TERMINAL_BACKFILL:
+                found[name], seen[name] = bf, time.time()
+                pending.remove(name)
+        now = time.time()
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"backfills of {pending} not terminal within {timeout:.0f} s; see {dev.proc.log_path}")
+        if pending and now - last_report >= 15:
+            last_report = now
+            runs = Counter(r["status"] for n in names for r in dev.runs(launched[n]["backfill_id"]))
+            log(f"  +{now - t0:5.0f} s: {len(names) - len(pending)} of {len(names)} backfills terminal, "
+                f"runs {dict(runs)}")
+        if pending:
+            time.sleep(POLL_SECONDS)
+    out: dict[str, dict] = {}
+    for name in names:
+        bf, launch = found[name], launched[name]["launched_at"]
+        runs = dev.runs(launched[name]["backfill_id"], detail=True)
+        end = bf.get("endTimestamp")
+        end = end if end and end >= launch else seen[name]
+        last_end = max((r["endTime"] for r in runs if r.get("endTime")), default=None)
+        out[name] = {
+            "backfill_id": launched[name]["backfill_id"], "status": bf["status"], "days": days,
+            "launched_at": launch, "launched_s": round(launch - t0, 2), "ended_at": end,
+            "wall_s": round(end - launch, 2), "wall_seen_s": round(seen[name] - launch, 2),
+            "runs_done_s": None if last_end is None else round(last_end - launch, 2),
+            "all_materialized": materialized_days(runs, account_asset(name)) >= set(days),
+            "runs": runs,
+        }
+        log(f"backfill {name} {out[name]['backfill_id']}: {bf['status']} after {out[name]['wall_s']:.1f} s "
+            f"({len(runs)} run(s), {dict(Counter(r['status'] for r in runs))})")
+    return {"launched_at": t0, "accounts": out}
+
+
+def share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def measure_accounts(dev: Dev, sim: Sim, s3, days: list[str], names: list[str], args, fixed: dict) -> dict:
+    """N accounts' backfills of the same days side by side: per account and overall."""
+    before = {name: account_counters(sim.stats(name)) for name in names}
+    before_days = {name: sim.stats(name)["report_calls_by_day"] for name in names}
+    log(f"accounts: {len(names)} backfills of {len(days)} day(s) x {args.records:,} records, "
+        f"{days[-1]} .. {days[0]}, {args.rate:g} report calls/s per account")
+    both = run_account_backfills(dev, days, names, args.timeout)
+    t0 = both["launched_at"]
+    per: list[dict] = []
+    all_runs: list[dict] = []
+    for name in names:
+        bf = both["accounts"][name]
+        stats = sim.stats(name)
+        after = account_counters(stats)
+        d = {k: after[k] - before[name][k] for k in after}
+        by_day = stats["report_calls_by_day"]
+        other_days = {k: v - before_days[name].get(k, 0) for k, v in by_day.items()
+                      if k not in days and v - before_days[name].get(k, 0)}
+        meta = raw_metadata(bf["runs"], account_asset(name))
+        floor = d["pages"] / args.rate
+        tl = timeline(bf)
+        span = None
+        if tl["first_run_started_s"] is not None and tl["last_run_ended_s"] is not None:
+            span = tl["last_run_ended_s"] - tl["first_run_started_s"]
+        started = [r["startTime"] for r in bf["runs"] if r.get("startTime")]
+        ended = [r["endTime"] for r in bf["runs"] if r.get("endTime")]
+        all_runs += bf["runs"]
+        per.append({
+            "account": name, "backfill_id": bf["backfill_id"], "status": bf["status"],
+            "launched_s": bf["launched_s"],
+            "pages": d["pages"], "pages_from_metadata": sum(int(m.get("pages") or 0) for k, m in meta.items()
+                                                            if k in days),
+            "floor_s": round(floor, 2), "wall_s": bf["wall_s"], "wall_seen_s": bf["wall_seen_s"],
+            "runs_done_s": bf["runs_done_s"],
+            "raw_ratio": round(bf["wall_s"] / floor, 3) if floor else None,
+            "net_ratio": round((bf["wall_s"] - fixed["wall_s"]) / floor, 3) if floor else None,
+            "runs_span_s": None if span is None else round(span, 2),
+            "span_ratio": None if span is None or not floor else round(span / floor, 3),
+            "first_run_started_s": None if not started else round(min(started) - t0, 1),
+            "last_run_ended_s": None if not ended else round(max(ended) - t0, 1),
+            "report_calls": d["report_calls"], "http_429": d["http_429"], "qps_rejections": d["qps_rejections"],
+            "share_429": share(d["http_429"], d["report_calls"]),
+            "token_calls": d["token_calls"], "tokens_issued": d["tokens_issued"],
+            "token_calls_total": after["token_calls"], "tokens_issued_total": after["tokens_issued"],
+            "token_mints_metadata": sum(int(m.get("token_mints") or 0) for m in meta.values()),
+            "tokens_adopted_metadata": sum(int(m.get("tokens_adopted") or 0) for m in meta.values()),
+            "api_retries_metadata": sum(int(m.get("api_retries") or 0) for m in meta.values()),
+            "days_not_exact_metadata": sorted(k for k, m in meta.items() if m.get("day_exact") is False),
+            "runs_launched": len(bf["runs"]), "run_statuses": dict(Counter(r["status"] for r in bf["runs"])),
+            "days_per_run": sorted(Counter(len([m for m in r.get("assetMaterializations") or []
+                                                if m["assetKey"]["path"] == list(account_asset(name))])
+                                           for r in bf["runs"]).items()),
+            "failure_reasons": dev.failure_reasons(bf["runs"]),
+            "landed": landed(sim, s3, days, name),
+            "timeline": tl,
+            "report_calls_other_days": other_days,
+            "max_in_flight": stats["max_in_flight"], "max_concurrent_tokens": stats["max_concurrent_tokens"],
+        })
+    # The accounts run side by side: the bound is one account's floor (the largest), not their sum.
+    floor = max((a["floor_s"] for a in per), default=0.0)
+    ends = [both["accounts"][n]["ended_at"] for n in names]
+    wall = max(ends) - t0
+    run_ends = [r["endTime"] for r in all_runs if r.get("endTime")]
+    runs_done = None if not run_ends else max(run_ends) - t0
+    tl = timeline({"launched_at": t0, "runs": all_runs, "wall_s": round(wall, 2)})
+    span = None
+    if tl["first_run_started_s"] is not None and tl["last_run_ended_s"] is not None:
+        span = tl["last_run_ended_s"] - tl["first_run_started_s"]
+    calls = sum(a["report_calls"] for a in per)
+    http_429 = sum(a["http_429"] for a in per)
+    runs_net = None
+    if floor and runs_done is not None and fixed["runs_done_s"] is not None:
+        runs_net = (runs_done - fixed["runs_done_s"]) / floor
+    overall = {
+        "accounts": len(per), "pages": sum(a["pages"] for a in per), "floor_s": round(floor, 2),
+        "sum_of_floors_s": round(sum(a["floor_s"] for a in per), 2),
+        "wall_s": round(wall, 2), "runs_done_s": None if runs_done is None else round(runs_done, 2),
+        "launch_spread_s": round(max(a["launched_s"] for a in per), 2),
+        "raw_ratio": round(wall / floor, 3) if floor else None,
+        "net_ratio": round((wall - fixed["wall_s"]) / floor, 3) if floor else None,
+        "net_ratio_runs_done": None if runs_net is None else round(runs_net, 3),
+        "runs_span_s": None if span is None else round(span, 2),
+        "span_ratio": None if span is None or not floor else round(span / floor, 3),
+        "report_calls": calls, "http_429": http_429, "share_429": share(http_429, calls),
+        "tokens_issued": sum(a["tokens_issued"] for a in per),
+        "tokens_issued_total": sum(a["tokens_issued_total"] for a in per),
+        "token_calls_total": sum(a["token_calls_total"] for a in per),
+        "runs_launched": len(all_runs), "run_statuses": dict(Counter(r["status"] for r in all_runs)),
+        "landed_exact": sum(a["landed"]["exact"] for a in per), "landed_days": sum(a["landed"]["days"] for a in per),
+        "timeline": tl,
+    }
+    status = Counter(a["status"] for a in per)
+    return {
+        "scenario": "accounts", "days": len(days), "first_day": days[-1], "last_day": days[0],
+        "records_per_day": args.records, "rate": args.rate, "account_names": names,
+        "status": "COMPLETED_SUCCESS" if set(status) == {"COMPLETED_SUCCESS"} else dict(status),
+        "per_account": per, "overall": overall,
+    }
+
+
+def render_accounts(sc: dict, fixed: dict, big: bool) -> list[str]:
+    o, per = sc["overall"], sc["per_account"]
+    t = o["timeline"]
+    out = ["", f"Scenario accounts: {o['accounts']} accounts, one backfill each of {sc['days']} days "
+           f"({sc['first_day']} .. {sc['last_day']}) x {sc['records_per_day']:,} records, at {sc['rate']:g} "
+           f"report calls/s per account (its own limit); launched within {o['launch_spread_s']:.1f} s, "
+           f"{sc['status'] if isinstance(sc['status'], str) else sc['status']}"]
+    head = ("account", "pages", "floor s", "wall s", "raw", "net", "span/floor", "429 %", "tokens",
+            "runs", "started s", "ended s", "landed")
+    rows = []
+    for a in per:
+        rows.append((a["account"], f"{a['pages']:,}", f"{a['floor_s']:.1f}", f"{a['wall_s']:.1f}",
+                     f"{fmt(a['raw_ratio'], '.2f')}x", f"{fmt(a['net_ratio'], '.2f')}x",
+                     f"{fmt(a['span_ratio'], '.2f')}x",
+                     fmt(None if a["share_429"] is None else 100 * a["share_429"], ".2f"),
+                     f"{a['tokens_issued_total']} ({a['tokens_issued']})",
+                     f"{a['runs_launched']}", f"+{fmt(a['first_run_started_s'])}", f"+{fmt(a['last_run_ended_s'])}",
+                     f"{a['landed']['exact']}/{a['landed']['days']}"))
+    rows.append(("overall", f"{o['pages']:,}", f"{o['floor_s']:.1f}", f"{o['wall_s']:.1f}",
+                 f"{fmt(o['raw_ratio'], '.2f')}x", f"{fmt(o['net_ratio'], '.2f')}x", f"{fmt(o['span_ratio'], '.2f')}x",
+                 fmt(None if o["share_429"] is None else 100 * o["share_429"], ".2f"),
+                 f"{o['tokens_issued_total']} ({o['tokens_issued']})", f"{o['runs_launched']}",
+                 f"+{fmt(t['first_run_started_s'])}", f"+{fmt(t['last_run_ended_s'])}",
+                 f"{o['landed_exact']}/{o['landed_days']}"))
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(r):
+        return "  " + "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in
+                                enumerate(zip(r, widths, strict=True)))
+    out.append(line(head))
+    out += [line(r) for r in rows[:-1]]
+    out.append("  " + "-" * (sum(widths) + 2 * (len(widths) - 1)))
+    out.append(line(rows[-1]))
+    out += [
+        "  pages: operation-log calls answered 200 for the measured days; floor = pages / R (overall: one "
+        f"account's floor, the largest; the {o['accounts']} floors add up to {o['sum_of_floors_s']:.1f} s)",
+        "  wall: an account's launch -> its backfill terminal (overall: first launch -> last backfill terminal); "
+        f"net = (wall - {fixed['wall_s']:.1f} s fixed) / floor",
+        "  span/floor: first run start -> last run end, / floor; tokens: minted over the whole benchmark "
+        "(during these backfills); started/ended: first run start, last run end, s after the first launch",
+        f"  overall: runs done at +{fmt(o['runs_done_s'])} s, runs-done basis net "
+        f"{fmt(o['net_ratio_runs_done'], '.2f')}x; {o['http_429']:,} of {o['report_calls']:,} report calls "
+        f"answered 429; {o['runs_launched']} runs {o['run_statuses']}, at most {t['peak_runs_in_progress']} in "
+        f"progress at once; token endpoint calls {o['token_calls_total']}",
+        f"  per run (mean): created -> started {fmt(t['mean_queue_s'])} s, run start -> step start "
+        f"{fmt(t['mean_startup_s'])} s, step {fmt(t['mean_step_s'])} s, after the step {fmt(t['mean_teardown_s'])} s",
+    ]
+    for a in per:
+        notes = []
+        if a["pages_from_metadata"] != a["pages"]:
+            notes.append(f"run metadata says {a['pages_from_metadata']:,} pages")
+        if a["days_per_run"] != [(sc["days"], 1)]:
+            notes.append("days per run " + ", ".join(f"{n} x {k}" for k, n in a["days_per_run"]))
+        if set(a["run_statuses"]) != {"SUCCESS"}:
+            notes.append(f"runs {a['run_statuses']}")
+        for reason, n in a["failure_reasons"].items():
+            notes.append(f"{n} run(s) failed with {reason}")
+        if a["landed"]["mismatched"]:
+            notes.append(f"MISMATCH {a['landed']['mismatched']}")
+        if a["api_retries_metadata"]:
+            notes.append(f"retried {a['api_retries_metadata']} report call(s)")
+        if a["days_not_exact_metadata"]:
+            notes.append(f"days awaiting confirmation {a['days_not_exact_metadata']}")
+        if a["report_calls_other_days"]:
+            notes.append(f"calls for other days {a['report_calls_other_days']}")
+        if a["token_calls_total"] != a["tokens_issued_total"]:
+            notes.append(f"{a['token_calls_total']} token endpoint calls")
+        if notes:
+            out.append(f"  {a['account']}: " + "; ".join(notes))
+    shape = "" if big else " (stated for 30 days x 6,000 records at 10/s; this run differs)"
+    worst = max((a["share_429"] or 0 for a in per), default=None)
+    mints = {a["account"]: a["tokens_issued_total"] for a in per}
+    net = o["net_ratio"]
+    out.append(f"  aims{shape}:")
+    out.append(f"    [{aim(None if net is None else net <= AIM_NET)}] overall net <= {AIM_NET:.2f}x one account's "
+               f"floor: measured {fmt(net, '.2f')}x")
+    share_ok = None if o["share_429"] is None else o["share_429"] < AIM_429_SHARE and worst < AIM_429_SHARE
+    out.append(f"    [{aim(share_ok)}] < {100 * AIM_429_SHARE:.0f} % of report calls answered 429, overall and per "
+               "account: measured "
+               f"{fmt(None if o['share_429'] is None else 100 * o['share_429'], '.2f')} % overall, "
+               f"{fmt(None if worst is None else 100 * worst, '.2f')} % for the worst account")
+    out.append(f"    [{aim(all(v == AIM_TOKENS_PER_ACCOUNT for v in mints.values()))}] one token mint per account "
+               f"(whole benchmark): measured {', '.join(f'{k} {v}' for k, v in mints.items())}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------
 
@@ -643,15 +969,25 @@ def render(results: dict) -> str:
                f"ZOOM_BACKFILL_DAYS_PER_RUN={s['days_per_run_env'] or '(unset: the project default)'}")
     out.append(f"  instance: zoom_api pool limit {s['pool_limit']}, max_concurrent_runs {s['max_concurrent_runs']}; "
                f"raw asset's backfill policy as Dagster sees it: {s['backfill_policy']}")
+    if s.get("accounts"):
+        out.append(f"  accounts: {len(s['accounts'])} in ZOOM_ACCOUNTS_FILE ({', '.join(s['accounts'])}), each with "
+                   f"max_requests_per_second {s['rate']:g}, its own credentials, token and pool zoom_api_<name>")
+        if s["max_concurrent_runs"] is not None and len(s["accounts"]) > s["max_concurrent_runs"]:
+            out.append(f"  note: {len(s['accounts'])} accounts' runs but max_concurrent_runs "
+                       f"{s['max_concurrent_runs']}: the run queue holds the rest until a run ends")
     f = results["fixed"]
     ft = f["timeline"]
-    out += ["", f"Fixed latency (one-day backfill of {f['day']}, {FIXED_DAY_RECORDS} records, {f['status']}): "
+    out += ["", f"Fixed latency (one-day backfill of {f.get('asset', RAW_ASSET)} {f['day']}, "
+            f"{FIXED_DAY_RECORDS} records, {f['status']}): "
             f"{f['wall_s']:.1f} s to backfill terminal, {fmt(f['runs_done_s'])} s to its run done",
             f"  run created +{fmt(ft['first_run_created_s'])} s, started +{fmt(ft['first_run_started_s'])} s, "
             f"ended +{fmt(ft['last_run_ended_s'])} s; run start-up {fmt(ft['mean_startup_s'])} s, "
             f"step {fmt(ft['mean_step_s'])} s"]
     big = (s["days"], s["records"], s["rate"]) == AIM_SHAPE
     for sc in results["scenarios"]:
+        if sc["scenario"] == "accounts":
+            out += render_accounts(sc, f, big)
+            continue
         t = sc["timeline"]
         share = sc["share_429"]
         out += ["", f"Scenario {sc['scenario']}: backfill {sc['backfill_id']} of {sc['days']} days "
@@ -739,8 +1075,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="ZOOM_BACKFILL_DAYS_PER_RUN for the runs (default: unset, the project's default)")
     ap.add_argument("--pool", type=int, default=None,
                     help="the zoom_api pool limit (default: as dagster_home/dagster.yaml ships it)")
-    ap.add_argument("--scenarios", choices=("plain", "sensor", "both"), default="both",
-                    help="plain backfill, backfill with a concurrent run of today, or both (default)")
+    ap.add_argument("--scenarios", choices=("plain", "sensor", "both", "accounts"), default="both",
+                    help="plain backfill, backfill with a concurrent run of today, or both (default); accounts: "
+                         "--accounts N accounts of one deployment, one backfill each, side by side (on its own)")
+    ap.add_argument("--accounts", type=int, default=5,
+                    help="accounts in the accounts scenario (default 5), each with its own credentials and limit R")
+    ap.add_argument("--max-concurrent-runs", type=int, default=None,
+                    help="the instance's max_concurrent_runs (default: as dagster_home/dagster.yaml ships it)")
     ap.add_argument("--with-sensor-run", action="store_true", help="same as --scenarios sensor")
     ap.add_argument("--today-records", type=int, default=3000, help="records of today in the sensor scenario")
     ap.add_argument("--sensor-delay", type=float, default=5.0,
@@ -759,6 +1100,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--days-per-run must be >= 1")
     if args.pool is not None and args.pool < 1:
         ap.error("--pool must be >= 1")
+    if args.accounts < 1:
+        ap.error("--accounts must be >= 1")
+    if args.max_concurrent_runs is not None and args.max_concurrent_runs < 1:
+        ap.error("--max-concurrent-runs must be >= 1")
     scenarios = ["plain", "sensor"] if args.scenarios == "both" else [args.scenarios]
     # Days ending two days ago, one block of fresh days per scenario, all inside Zoom's window.
     if 1 + len(scenarios) * args.days > RETENTION_DAYS - 1:
@@ -767,11 +1112,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def instance_yaml(pool: int | None) -> tuple[str, dict]:
+def instance_yaml(pool: int | None, max_runs: int | None = None) -> tuple[str, dict]:
     config = yaml.safe_load((REPO / "dagster_home" / "dagster.yaml").read_text())
     config.setdefault("telemetry", {})["enabled"] = False
     if pool is not None:
         config.setdefault("concurrency", {}).setdefault("pools", {})["default_limit"] = pool
+    if max_runs is not None:
+        config.setdefault("concurrency", {}).setdefault("runs", {})["max_concurrent_runs"] = max_runs
     return yaml.safe_dump(config, sort_keys=False), config
 
 
@@ -799,15 +1146,27 @@ def main(argv: list[str] | None = None) -> int:
         log("note: less than an hour to UTC midnight; today's partition may change during the run")
     failures: list[str] = []
     dev = None
+    multi = args.scenario_list == ["accounts"]
+    names = account_names(args.accounts) if multi else []
     try:
         log("starting moto S3 server and the Zoom simulator")
         s3_url = start_moto()
         sim = Sim()
-        sim.post("config", {"max_requests_per_second": args.rate, "invalidate_on_mint": not args.no_invalidate_on_mint})
-        sim.post("day", {"day": fixed_day, "generate": FIXED_DAY_RECORDS, "seed": 999})
-        for i, days in enumerate(blocks.values()):
-            for k, day in enumerate(days):
-                sim.post("day", {"day": day, "generate": args.records, "seed": 1 + i * 1000 + k})
+        creds: dict[str, dict] = {}
+        if multi:  # every account its own credentials, limit R and days; the default account stays unused
+            creds = setup_accounts(sim, names, args)
+            sim.post("day", {"day": fixed_day, "generate": FIXED_DAY_RECORDS, "seed": 999, "account": names[0]})
+            for i, name in enumerate(names):
+                for k, day in enumerate(blocks["accounts"]):
+                    sim.post("day", {"day": day, "generate": args.records, "seed": 1 + i * 1000 + k,
+                                     "account": name})
+        else:
+            sim.post("config", {"max_requests_per_second": args.rate,
+                                "invalidate_on_mint": not args.no_invalidate_on_mint})
+            sim.post("day", {"day": fixed_day, "generate": FIXED_DAY_RECORDS, "seed": 999})
+            for i, days in enumerate(blocks.values()):
+                for k, day in enumerate(days):
+                    sim.post("day", {"day": day, "generate": args.records, "seed": 1 + i * 1000 + k})
         if "sensor" in blocks:
             sim.post("day", {"day": today, "generate": args.today_records, "seed": 4242})
         s3 = boto3.client("s3", endpoint_url=s3_url, **{k.lower(): v for k, v in FAKE_AWS.items()
@@ -816,25 +1175,31 @@ def main(argv: list[str] | None = None) -> int:
 
         home = tmp / "dagster_home"
         home.mkdir()
-        text, config = instance_yaml(args.pool)
+        text, config = instance_yaml(args.pool, args.max_concurrent_runs)
         (home / "dagster.yaml").write_text(text)
         env = clean_env()
         env.update(FAKE_AWS)
-        env.update(SIM_CREDS)
-        env.update(
-            DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1",
-            ZOOM_API_BASE_URL=sim.urls["base_url"], ZOOM_OAUTH_TOKEN_URL=sim.urls["token_url"],
-            S3_BUCKET=BUCKET, AWS_ENDPOINT_URL=s3_url,
-            ZOOM_MAX_REQUESTS_PER_SECOND=f"{args.rate:g}", ZOOM_DAILY_REQUEST_BUDGET="100000000",
-        )
+        env.update(DAGSTER_HOME=str(home), PYTHONUNBUFFERED="1", S3_BUCKET=BUCKET, AWS_ENDPOINT_URL=s3_url,
+                   ZOOM_DAILY_REQUEST_BUDGET="100000000")
+        if multi:  # the URLs and each account's pace come from the accounts file, credentials per account
+            accounts_file = tmp / "zoom_accounts.yaml"
+            write_accounts_file(accounts_file, names, sim, args.rate)
+            env.update(account_env(creds), ZOOM_ACCOUNTS_FILE=str(accounts_file))
+        else:
+            env.update(SIM_CREDS)
+            env.update(ZOOM_API_BASE_URL=sim.urls["base_url"], ZOOM_OAUTH_TOKEN_URL=sim.urls["token_url"],
+                       ZOOM_MAX_REQUESTS_PER_SECOND=f"{args.rate:g}")
         if args.days_per_run is not None:
             env["ZOOM_BACKFILL_DAYS_PER_RUN"] = str(args.days_per_run)
         port = free_port()
         log(f"starting dagster dev on {HOST}:{port} (DAGSTER_HOME={home})")
         dev = Dev(env, port)
         repo = dev.wait_ready(timeout=240)
-        [node] = dev.gql(ASSET_QUERY)["assetNodes"]
-        policy = node["backfillPolicy"]
+        measured_asset = account_asset(names[0]) if multi else (RAW_ASSET,)
+        nodes = dev.gql(ASSET_QUERY, {"assets": [{"path": list(measured_asset)}]})["assetNodes"]
+        if len(nodes) != 1:
+            raise RuntimeError(f"the code location has no asset {'/'.join(measured_asset)} (asset nodes: {nodes})")
+        policy = nodes[0]["backfillPolicy"]
         setup = {
             "days": args.days, "records": args.records, "rate": args.rate,
             "invalidate_on_mint": not args.no_invalidate_on_mint,
@@ -842,14 +1207,23 @@ def main(argv: list[str] | None = None) -> int:
             "pool_limit": ((config.get("concurrency") or {}).get("pools") or {}).get("default_limit"),
             "max_concurrent_runs": ((config.get("concurrency") or {}).get("runs") or {}).get("max_concurrent_runs"),
             "backfill_policy": policy["description"] if policy else "none",
-            "location": repo[0], "repository": repo[1],
+            "location": repo[0], "repository": repo[1], "accounts": names,
         }
         log(f"ready: location {repo[0]}, backfill policy {setup['backfill_policy']}, pool {setup['pool_limit']}")
 
-        fixed = measure_fixed(dev, sim, fixed_day, args.timeout)
+        fixed = measure_fixed(dev, sim, fixed_day, args.timeout, measured_asset)
         if not fixed["ok"]:  # nothing else can work
             raise RuntimeError(f"the fixed-latency backfill ended {fixed['status']}: {fixed['failure_reasons']}")
         scenarios = []
+        if multi:
+            sc = measure_accounts(dev, sim, s3, blocks["accounts"], names, args, fixed)
+            scenarios.append(sc)
+            for a in sc["per_account"]:
+                if a["status"] != "COMPLETED_SUCCESS" or set(a["run_statuses"]) != {"SUCCESS"}:
+                    failures.append(f"accounts/{a['account']}: backfill {a['status']}, runs {a['run_statuses']}")
+                if a["landed"]["mismatched"]:
+                    failures.append(f"accounts/{a['account']}: days not landed exactly: {a['landed']['mismatched']}")
+            blocks = {}
         for name, days in blocks.items():
             sc = measure_scenario(name, dev, sim, s3, days, args, fixed, repo, today if name == "sensor" else None)
             scenarios.append(sc)

@@ -105,6 +105,18 @@ class _Cancelled(Exception):
     """The pass was abandoned while the fetcher waited to retry."""
 
 
+def _raise_if_uncallable(exc: requests.RequestException, setting: str, url: str, example: str) -> None:
+    """A URL requests cannot call (no scheme, a bad one, no host) is no connection error: no retry can fix
+    it, so it fails at once with one sentence naming the setting (user:pass@ never shown)."""
+    if isinstance(exc, requests.exceptions.InvalidProxyURL):
+        raise ZoomError("The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
+                        ) from None
+    if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
+                        requests.exceptions.InvalidURL)):
+        raise ZoomError(f"{setting} must be an absolute http(s) URL with a host, such as '{example}', got "
+                        f"{shown_url(url)!r}, which requests cannot call ({type(exc).__name__}).") from None
+
+
 def _parse_retry_after_timestamp(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -330,16 +342,7 @@ class ZoomClient(dg.ConfigurableResource):
                     timeout=self.timeout,
                 )
             except requests.RequestException as exc:
-                if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-                                    requests.exceptions.InvalidURL)):  # no retry can fix a URL: fail at once
-                    shown = shown_url(self.oauth_token_url)  # never user:pass@
-                    raise ZoomError(
-                        "The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
-                        if isinstance(exc, requests.exceptions.InvalidProxyURL) else
-                        f"ZOOM_OAUTH_TOKEN_URL must be an absolute http(s) URL with a host, such as "
-                        f"'{DEFAULT_OAUTH_TOKEN_URL}', got {shown!r}, which requests cannot call "
-                        f"({type(exc).__name__})."
-                    ) from None
+                _raise_if_uncallable(exc, "ZOOM_OAUTH_TOKEN_URL", self.oauth_token_url, DEFAULT_OAUTH_TOKEN_URL)
                 last = f"cannot reach Zoom's token endpoint {shown_url(self.oauth_token_url)} ({type(exc).__name__})"
                 self._sleep_backoff(attempt)
                 continue
@@ -410,15 +413,7 @@ class ZoomClient(dg.ConfigurableResource):
                     **self._report_send_settings(url),
                 )
             except requests.RequestException as exc:
-                if isinstance(exc, (requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema,
-                                    requests.exceptions.InvalidURL)):  # no retry can fix a URL: fail at once
-                    shown = shown_url(self.api_base_url)  # never user:pass@
-                    raise ZoomError(
-                        "The proxy setting (HTTPS_PROXY / HTTP_PROXY) is not a valid URL, so Zoom cannot be called."
-                        if isinstance(exc, requests.exceptions.InvalidProxyURL) else
-                        f"ZOOM_API_BASE_URL must be an absolute http(s) URL with a host, such as "
-                        f"'{DEFAULT_API_BASE_URL}', got {shown!r}, which requests cannot call ({type(exc).__name__})."
-                    ) from None
+                _raise_if_uncallable(exc, "ZOOM_API_BASE_URL", self.api_base_url, DEFAULT_API_BASE_URL)
                 last = f"connection error ({type(exc).__name__})"
                 stats.retries += 1
                 self._sleep_backoff(attempt, cancelled=cancelled)

@@ -21,6 +21,7 @@ import os
 import dagster as dg
 
 from zoom_pipeline.accounts import FILE_KEYS, AccountsFileError, account_entry
+from zoom_pipeline.alerts import build_alert_sensors
 from zoom_pipeline.automation import build_automation
 from zoom_pipeline.checks import freshness_deadline_hour
 from zoom_pipeline.config import build_account_defs, daily_cron
@@ -58,5 +59,6 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
                                       prefix=f"{account.name}_")
         return dg.Definitions.merge(
             build_account_defs(account, env, partitions_def=partitions),
-            dg.Definitions(jobs=automation.jobs, schedules=automation.schedules, sensors=automation.sensors),
+            dg.Definitions(jobs=automation.jobs, schedules=automation.schedules,
+                           sensors=automation.sensors + build_alert_sensors([account], env, prefix=f"{account.name}_")),
         )

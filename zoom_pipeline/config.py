@@ -18,6 +18,7 @@ from zoom_pipeline.account import (
     check_store_setting,
 )
 from zoom_pipeline.accounts import DEFAULT_ACCOUNT, Account, load_accounts_file, prefix_settings
+from zoom_pipeline.alerts import build_alert_sensors  # ALERT_WEBHOOK_URL, DAGSTER_WEBSERVER_URL
 from zoom_pipeline.assets import SOURCE_ASSETS, build_source_assets
 from zoom_pipeline.automation import DEFAULT_DAILY_SCHEDULE_CRON, build_automation
 from zoom_pipeline.checks import build_source_checks, freshness_deadline_hour
@@ -194,7 +195,7 @@ def build_defs(env: Mapping[str, str] = os.environ) -> dg.Definitions:
         dg.Definitions(
             jobs=automation.jobs,
             schedules=automation.schedules,
-            sensors=automation.sensors,
+            sensors=automation.sensors + build_alert_sensors(accounts, env),
             # One partition is one step: running it in the launching process saves a process spawn and
             # ~130 MB per run.
             executor=dg.in_process_executor,

@@ -1,6 +1,7 @@
 """The confirmation sensor when a confirming run fails: a new request on a later tick, under a run key of
 its own (Dagster's sensor daemon never launches a key twice), up to CONFIRM_TRIES_PER_PASS runs per
-unproven pass, then one warning and no more requests for that pass."""
+unproven pass, then one warning and no more requests for that pass. And a day still unproven after
+CONFIRM_MAX_PASSES complete passes: reported once, with what still awaits, and no more requests."""
 
 import json
 import logging
@@ -18,7 +19,13 @@ from dagster._daemon.sensor import execute_sensor_iteration
 import zoom_pipeline.definitions
 from tests.helpers import days_ago, materialize, output_metadata, resources
 from zoom_pipeline.assets import SOURCE_ASSETS
-from zoom_pipeline.automation import CONFIRM_TRIES_PER_PASS, RUN_KEY_TAG, SENSOR_NAME_TAG
+from zoom_pipeline.automation import (
+    CONFIRM_MAX_PASSES,
+    CONFIRM_QUIET_PASSES,
+    CONFIRM_TRIES_PER_PASS,
+    RUN_KEY_TAG,
+    SENSOR_NAME_TAG,
+)
 from zoom_pipeline.definitions import build_defs
 from zoom_pipeline.sources import OPERATION_LOGS
 from zoom_pipeline.zoom_client import ZoomClient
@@ -184,3 +191,83 @@ def test_the_sensor_daemon_launches_a_new_confirming_run_after_a_failed_one(sim,
     # What the daemon logs when it drops a request under a key it has launched before (the old sensor's
     # second tick): "Skipping 1 run for sensor ... already completed with run keys: [...]".
     assert not [r for r in caplog.records if "already completed with run keys" in r.getMessage()]
+
+
+# ---- a day still awaiting after CONFIRM_MAX_PASSES: reported once, with its counts -------------------------
+
+
+def record_passes(instance, day: str, *passes: tuple[bool, int, int, int], key: dg.AssetKey = RAW) -> None:
+    """Complete passes of `day` as the raw asset reports them: (day_exact, complete_passes, awaiting
+    records, awaiting groups) each."""
+
+    @dg.op
+    def complete_passes():
+        for exact, n, records, groups in passes:
+            yield dg.AssetMaterialization(asset_key=key, partition=day, metadata={
+                "pass": "complete", "day_exact": exact, "complete_passes": n,
+                "awaiting_confirmation_records": records, "awaiting_confirmation_groups": groups})
+        yield dg.Output(None)
+
+    dg.GraphDefinition(name="passes", node_defs=[complete_passes]).to_job().execute_in_process(instance=instance)
+
+
+def warnings_in(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "still awaits confirmation after" in line]
+
+
+def test_a_day_still_awaiting_after_the_last_pass_the_sensor_allows_is_reported_once_with_its_counts(defs, capfd):
+    day = days_ago(4)
+    with dg.instance_for_test() as instance:
+        record_passes(instance, day, (False, CONFIRM_MAX_PASSES - 1, 3, 2))
+        below = tick(defs, instance)
+        [request] = below.run_requests  # one pass more is still allowed
+        assert request.partition_key == day
+
+        record_passes(instance, day, (False, CONFIRM_MAX_PASSES, 2, 1))  # that pass did not prove it either
+        capfd.readouterr()
+        capped = tick(defs, instance, below.cursor)
+        assert not capped.run_requests
+        [warned] = warnings_in(capfd.readouterr().err)
+        assert (f"WARNING - {OPERATION_LOGS.name} {day} still awaits confirmation after {CONFIRM_MAX_PASSES} complete "
+                "passes: 2 record(s) Zoom lists in 1 same-second group(s) that no page has shown whole") in warned
+        assert f"a quiet day is exact within {CONFIRM_QUIET_PASSES}" in warned
+        assert capped.skip_message == (
+            f"No day awaits confirmation (0 waiting for a running pass); {OPERATION_LOGS.name} {day} still await(s) "
+            f"confirmation after {CONFIRM_MAX_PASSES} complete passes: no more passes requested.")
+        assert json.loads(capped.cursor)["reported_at_cap"] == [f"{OPERATION_LOGS.name}/{day}"]
+
+        # A rerun by hand that still proves nothing: said once already, so not again; nothing requested.
+        record_passes(instance, day, (False, CONFIRM_MAX_PASSES + 1, 2, 1))
+        again = tick(defs, instance, capped.cursor)
+        assert not again.run_requests and not warnings_in(capfd.readouterr().err)
+        assert again.skip_message == "No day awaits confirmation (0 waiting for a running pass)."
+        assert tick(defs, instance, again.cursor).skip_message == again.skip_message
+
+        # Exact at last: forgotten (a cursor without the key is what earlier versions wrote).
+        record_passes(instance, day, (True, CONFIRM_MAX_PASSES + 2, 0, 0))
+        assert "reported_at_cap" not in json.loads(tick(defs, instance, again.cursor).cursor)
+
+
+def test_a_day_reported_at_the_cap_is_forgotten_once_zoom_no_longer_serves_it(defs):
+    old = f"{OPERATION_LOGS.name}/{days_ago(400)}"
+    recent = f"{OPERATION_LOGS.name}/{days_ago(4)}"
+    cursor = json.dumps({"after_by_source": {}, "awaiting_by_source": {}, "reported_at_cap": [old, recent]})
+    with dg.instance_for_test() as instance:
+        assert json.loads(tick(defs, instance, cursor).cursor)["reported_at_cap"] == [recent]
+
+
+def test_the_report_at_the_cap_names_the_account(tmp_path, monkeypatch, capfd):
+    for name in ("ACME", "BETA"):
+        for what in ("ACCOUNT_ID", "CLIENT_ID", "CLIENT_SECRET"):
+            monkeypatch.setenv(f"ZOOM_{name}_{what}", "fake")
+    path = tmp_path / "accounts.yaml"
+    path.write_text("accounts:\n  acme: {}\n  beta: {}\n")
+    defs = build_defs({"ZOOM_ACCOUNTS_FILE": str(path)})
+    day = days_ago(3)
+    with dg.instance_for_test() as instance:
+        record_passes(instance, day, (False, CONFIRM_MAX_PASSES, 7, 3), key=dg.AssetKey(["beta", OPERATION_LOGS.name]))
+        capfd.readouterr()
+        assert not tick(defs, instance).run_requests
+        [warned] = warnings_in(capfd.readouterr().err)
+    assert (f"beta/{OPERATION_LOGS.name} {day} (account beta) still awaits confirmation after {CONFIRM_MAX_PASSES} "
+            "complete passes: 7 record(s) Zoom lists in 3 same-second group(s)") in warned

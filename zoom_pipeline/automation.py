@@ -110,7 +110,20 @@ def holds_back_refresh(run: dg.DagsterRun) -> bool:
 # both sides, that pass could not prove the group and the day awaits confirmation. The confirmation sensor
 # reads each new materialization's verdict (no Zoom call, no storage read) and asks for one more complete
 # pass of each such day, which reads it with a page size that keeps the awaiting groups whole.
-CONFIRM_MAX_PASSES = 5  # a day still unproven after this many passes is left to the check's warning
+#
+# How many passes (README, "How many passes"; bench/convergence.py measures them). Let λ = Σ (w − 1) / 216
+# over the groups a day's first complete pass left awaiting (w: a group's width in positions): how many of
+# them a page size from 150 to 300 cuts on average. In a quiet listing the day was exact after its second
+# complete pass for λ up to ~6 (issue 17's 1,000,001-record day with 5,500 twin pairs: λ 6.1), after the
+# third up to λ ~30 (its ~11,000 copies as 370 bulk operations of 10-50: λ 7.5; 30,000 twin pairs: λ 28;
+# a fresh order within each second on every call: λ 160, three passes too), after the fourth at λ 71-81
+# (3,000 bulk operations, the busiest days measured; one size at a time needed five there once).
+CONFIRM_QUIET_PASSES = 4  # the first pass included: the most any quiet day of the measurement needed
+# One pass more for a late event that arrives between two passes (that pass is not quiet). A day still
+# unproven after this many passes holds a group no page size proves (wider than a page, or reordered
+# beyond what pages can show) or still receives late events: more passes would cost a full read of the
+# day each, so the sensor reports it once and stops; its day_matches_zoom check keeps warning.
+CONFIRM_MAX_PASSES = CONFIRM_QUIET_PASSES + 1
 CONFIRM_RUNS_PER_TICK = 10
 CONFIRM_RUN_TAGS = {"dagster/priority": "-1"}  # behind backfills and the daily automation
 CONFIRM_TRIES_PER_PASS = 3  # confirming runs of one unproven pass that may fail (or be canceled)
@@ -237,8 +250,8 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
         description=(
             "Confirms days whose latest complete pass left same-second groups unproven (day_exact false): "
             f"requests one more complete pass of each, with another page size, up to {CONFIRM_MAX_PASSES} passes "
-            f"a day; a confirming run that fails is requested again, up to {CONFIRM_TRIES_PER_PASS} runs per "
-            "unproven pass."
+            "a day, and logs once each day still unproven then; a confirming run that fails is requested again, "
+            f"up to {CONFIRM_TRIES_PER_PASS} runs per unproven pass."
         ),
     )
     def zoom_confirmation_sensor(context: dg.SensorEvaluationContext):
@@ -248,6 +261,10 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
         state = json.loads(context.cursor) if context.cursor else {}
         after: dict[str, int] = state.get("after_by_source", {})
         awaiting: dict[str, int] = state.get("awaiting_by_source", {})
+        # Days reported as still awaiting at CONFIRM_MAX_PASSES ("<raw asset>/<day>"; absent from older
+        # cursors), kept until the day is exact or no longer a partition, so each is reported once.
+        capped: set[str] = set(state.get("reported_at_cap", []))
+        at_cap: list[str] = []
         for key in all_raw:
             name = key.to_user_string()
             records = context.instance.fetch_materializations(
@@ -262,8 +279,27 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
                     continue
                 passes = getattr(meta.get("complete_passes"), "value", 0) or 0
                 waiting = f"{name}/{record.partition_key}"
-                if getattr(meta.get("day_exact"), "value", True) or passes >= CONFIRM_MAX_PASSES:
+                if getattr(meta.get("day_exact"), "value", True):
                     awaiting.pop(waiting, None)
+                    capped.discard(waiting)
+                elif passes >= CONFIRM_MAX_PASSES:
+                    awaiting.pop(waiting, None)
+                    if waiting not in capped:  # once per day, not at every pass a rerun adds
+                        capped.add(waiting)
+                        at_cap.append(f"{name} {record.partition_key}")
+                        account = owner[key].name
+                        records_left = getattr(meta.get("awaiting_confirmation_records"), "value", None)
+                        groups_left = getattr(meta.get("awaiting_confirmation_groups"), "value", None)
+                        context.log.warning(
+                            f"{name} {record.partition_key}{f' (account {account})' if account else ''} still "
+                            f"awaits confirmation after {passes} complete passes: {records_left} record(s) Zoom "
+                            f"lists in {groups_left} same-second group(s) that no page has shown whole. The sensor "
+                            f"requests no more passes of it (at most {CONFIRM_MAX_PASSES} a day; a quiet day is "
+                            f"exact within {CONFIRM_QUIET_PASSES}): the day still receives late events, or holds a "
+                            "group no page size can show whole (copies farther apart than a page within one "
+                            "second). Storage never holds more copies than Zoom lists, and day_matches_zoom keeps "
+                            "warning; materialize the day again to try once more."
+                        )
                 else:
                     awaiting[waiting] = record.storage_id
         requests, given_up = [], []
@@ -312,10 +348,24 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
             selection = [key, account.asset_key(source.udm_name)]
             requests.append(_request(account, day, run_key=untried[0], tags=CONFIRM_RUN_TAGS, several=True,
                                      assets=selection))
-        context.update_cursor(json.dumps({"after_by_source": after, "awaiting_by_source": awaiting}))
+        from zoom_pipeline.partitions import oldest_served_day  # (here: this part of the module is the sensor's)
+
+        oldest = oldest_served_day().isoformat()
+        for waiting in list(capped):
+            name, day = waiting.rsplit("/", 1)
+            account = owner.get(dg.AssetKey.from_user_string(name))
+            if account is None or day < oldest or not _requestable([day], account, partitions_def):
+                capped.discard(waiting)  # no pass can confirm it any more: no need to remember it
+        cursor = {"after_by_source": after, "awaiting_by_source": awaiting}
+        if capped:
+            cursor["reported_at_cap"] = sorted(capped)
+        context.update_cursor(json.dumps(cursor))
         if not requests:
             stopped = (f"; stopped requesting {', '.join(given_up)} after {CONFIRM_TRIES_PER_PASS} failed "
                        "confirming runs" if given_up else "")
+            if at_cap:
+                stopped += (f"; {', '.join(at_cap)} still await(s) confirmation after {CONFIRM_MAX_PASSES} complete "
+                            "passes: no more passes requested")
             return dg.SkipReason(f"No day awaits confirmation ({len(awaiting)} waiting for a running pass){stopped}.")
         return requests
 

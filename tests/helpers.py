@@ -171,3 +171,143 @@ def day_of(n: int, *, newest: int = 80_000, tag: str = "") -> list[bytes]:
 def sim_log(source: Source) -> str:
     """The simulator's name for a source's report (its `log=` keyword)."""
     return source.path.rsplit("/", 1)[-1]
+
+
+# ---- a model of Zoom's listing, paged by complete passes with the real ledger (no servers) -----------
+
+
+class Day:
+    """A day as Zoom lists it (a list of stored lines, newest first, paged by slicing), and what storage
+    holds of it (a Counter). `complete_pass` runs one complete pass with the real `PassLedger`,
+    `after_pass` and `next_page_size`. Shared by tests/test_confirmation.py and bench/convergence.py.
+
+    Each line's digest and time are computed once (a million-record day is paged again and again);
+    `listing` may still be changed between calls (`after_call`), as late events change Zoom's.
+    With `rng`, each call serves the listing in a fresh order within each second, as `shuffle_seconds`
+    does; only the seconds that the page touches are shuffled, which is the same for that page."""
+
+    def __init__(self, listing: list[bytes], *, largest: int = 300):
+        self.listing = listing
+        self.largest = largest
+        self.stored: Counter = Counter()
+        self.state = self.previous = None
+        self.sizes: list[int] = []
+        self.calls: list[int] = []  # report calls of each pass
+        self._digest: dict[bytes, int] = {}
+        self._time: dict[bytes, str | None] = {}
+
+    def _learn(self, lines) -> None:
+        from zoom_pipeline.ledger import line_digests
+
+        new = [x for x in dict.fromkeys(lines) if x not in self._digest]
+        if new:
+            self._digest.update(zip(new, line_digests(new), strict=True))
+            self._time.update((x, line_time(x)) for x in new)
+
+    def digests(self, lines) -> list[int]:
+        try:
+            return [self._digest[x] for x in lines]
+        except KeyError:
+            self._learn(lines)
+            return [self._digest[x] for x in lines]
+
+    def times(self, lines) -> list[str | None]:
+        try:
+            return [self._time[x] for x in lines]
+        except KeyError:
+            self._learn(lines)
+            return [self._time[x] for x in lines]
+
+    def _served(self, offset: int, size: int, rng: random.Random | None) -> list[bytes]:
+        """The page at `offset` as one report call serves it: with `rng`, each second the page touches
+        in a fresh order (a second that straddles the page's edges is shuffled whole)."""
+        rows = self.listing
+        if rng is None:
+            return rows[offset:offset + size]
+        end = min(len(rows), offset + size)
+        if offset >= end:
+            return []
+        time_of = self._time
+        self._learn(rows[offset:end])
+        lo, hi = offset, end
+        first_time = time_of[rows[lo]]
+        while lo > 0 and self.times(rows[lo - 1:lo])[0] == first_time:
+            lo -= 1
+        last_time = time_of[rows[hi - 1]]
+        while hi < len(rows) and self.times(rows[hi:hi + 1])[0] == last_time:
+            hi += 1
+        return shuffle_seconds(rows[lo:hi], rng)[offset - lo:end - lo]
+
+    def complete_pass(self, *, size: int | None = None, after_call=None, rng: random.Random | None = None):
+        """One complete pass with the page size the day's state asks for; stores what it admits and
+        returns its ledger (its state is then `self.state`)."""
+        from zoom_pipeline.confirmation import after_pass, next_page_size, proven_by
+        from zoom_pipeline.ledger import PassLedger, StoredMultiset
+
+        size = size or next_page_size(self.state, self.largest)
+        self.sizes.append(size)
+        ledger = PassLedger(StoredMultiset(self.digests(list(self.stored.elements()))))
+        offset = call = 0
+        written: list[bytes] = []
+        while True:
+            call += 1
+            page = self._served(offset, size, rng)
+            last = offset + len(page) >= len(self.listing)
+            flags = ledger.admit(self.digests(page), self.times(page))
+            written += [x for x, f in zip(page, flags, strict=True) if f] if not all(flags) else page
+            offset += len(page)
+            if last:
+                self.listed_at_end = Counter(self.listing)  # Zoom's day as the pass's last call saw it
+            if after_call:
+                after_call(call, self.listing)
+            if last:
+                break
+        ledger.finish()
+        self.calls.append(call)
+        # As the collector does: stored copies no page showed, in a second's group the pass proves.
+        line_of = dict(zip(self.digests(list(self.stored)), self.stored, strict=True))
+        proven = proven_by(ledger)
+        extra = sum(1 for d in ledger.stored.unaccounted() if proven(self._time[line_of[d]]))
+        self.stored.update(written)  # the part is stored whole once the pass has read the day
+        self.previous, self.state = self.state, after_pass(self.state, ledger, size, extra=extra)
+        return ledger
+
+    @property
+    def exact(self) -> bool:
+        return self.stored == Counter(self.listing)
+
+    @property
+    def exact_when_the_pass_ended(self) -> bool:
+        """What a pass can prove: events that arrive after its last call are for the next pass."""
+        return self.stored == self.listed_at_end
+
+    def never_more_than_zoom(self) -> bool:
+        truth = Counter(self.listing)
+        return all(c <= truth[r] for r, c in self.stored.items())
+
+
+def busy_day(records: int, groups: int, copies: tuple[int, int], rng: random.Random, *,
+             per_second: float, adjacent: bool = False) -> list[bytes]:
+    """A listing for `Day`: `records` lines, newest first, over the last records / per_second seconds of
+    the day, holding `groups` groups of k genuinely identical copies (k uniform in `copies`: 2 for twins,
+    10-50 for a bulk admin operation), each inside the second of a record drawn at random, at random
+    places in it (`adjacent`: next to each other, as the simulator's twins). records - sum(k - 1) are
+    distinct."""
+    sizes = [rng.randint(*copies) for _ in range(groups)]
+    distinct = records - sum(k - 1 for k in sizes)
+    if distinct < max(1, groups):
+        raise ValueError(f"{groups:,} groups of {copies[0]}-{copies[1]} copies do not fit in {records:,} records")
+    seconds = max(1, min(86_400, round(records / per_second)))
+    first = 86_400 - seconds
+    secs = sorted((first + rng.randrange(seconds) for _ in range(distinct)), reverse=True)
+    runs: dict[int, list[bytes]] = {}
+    for i, sec in enumerate(secs):
+        runs.setdefault(sec, []).append(encode_record({"action": "Update", "operator": "admin@example.com",
+                                                       "n": i, "time": clock(sec)}))
+    for k in sizes:
+        run = runs[secs[rng.randrange(distinct)]]
+        p = rng.randrange(len(run))
+        record = run[p]
+        for _ in range(k - 1):
+            run.insert(p + 1 if adjacent else rng.randint(0, len(run)), record)
+    return [line for sec in sorted(runs, reverse=True) for line in runs[sec]]

@@ -1,73 +1,26 @@
 """When a stored day is proven equal to Zoom's, and which page size proves it (confirmation.py), without servers.
 
-Passes are run over a model of Zoom's listing (a list of stored lines, newest first, paged by slicing,
-changed between calls to simulate late events and served in a fresh order within each second when a
-test asks), and storage is a Counter updated with what each pass's ledger says to write.
+Passes are run over a model of Zoom's listing (`tests.helpers.Day`: a list of stored lines, newest first,
+paged by slicing, changed between calls to simulate late events and served in a fresh order within each
+second when a test asks), and storage is a Counter updated with what each pass's ledger says to write.
 """
 
 import random
-from collections import Counter
 
 import pytest
 
-from tests.helpers import clock, day_of, line, shuffle_seconds
-from zoom_pipeline.confirmation import SMALLEST_PAGE_SIZE, DayState, after_pass, next_page_size, proven_by
-from zoom_pipeline.ledger import GroupSpan, PassLedger, StoredMultiset, encode_record, line_digests, line_time
-
-
-class Day:
-    """A day as Zoom lists it, and what storage holds of it."""
-
-    def __init__(self, listing: list[bytes]):
-        self.listing = listing
-        self.stored: Counter = Counter()
-        self.state: DayState | None = None
-        self.sizes: list[int] = []
-
-    def complete_pass(self, *, size: int | None = None, after_call=None, rng: random.Random | None = None):
-        """One complete pass with the page size the day's state asks for; stores what it admits and
-        returns its ledger (its state is then `self.state`)."""
-        size = size or next_page_size(self.state, 300)
-        self.sizes.append(size)
-        ledger = PassLedger(StoredMultiset(line_digests(list(self.stored.elements()))))
-        offset = call = 0
-        written: list[bytes] = []
-        while True:
-            call += 1
-            view = shuffle_seconds(self.listing, rng) if rng else self.listing
-            page = view[offset:offset + size]
-            last = offset + len(page) >= len(self.listing)
-            flags = ledger.admit(line_digests(page), [line_time(x) for x in page])
-            written += [x for x, f in zip(page, flags, strict=True) if f]
-            offset += len(page)
-            if last:
-                self.listed_at_end = Counter(self.listing)  # Zoom's day as the pass's last call saw it
-            if after_call:
-                after_call(call, self.listing)
-            if last:
-                break
-        ledger.finish()
-        # As the collector does: stored copies no page showed, in a second's group the pass proves.
-        kept = list(self.stored)
-        line_of = dict(zip(line_digests(kept), kept, strict=True))
-        proven = proven_by(ledger)
-        extra = sum(1 for d in ledger.stored.unaccounted() if proven(line_time(line_of[d])))
-        self.stored.update(written)  # the part is stored whole once the pass has read the day
-        self.previous, self.state = self.state, after_pass(self.state, ledger, size, extra=extra)
-        return ledger
-
-    @property
-    def exact(self) -> bool:
-        return self.stored == Counter(self.listing)
-
-    @property
-    def exact_when_the_pass_ended(self) -> bool:
-        """What a pass can prove: events that arrive after its last call are for the next pass."""
-        return self.stored == self.listed_at_end
-
-    def never_more_than_zoom(self) -> bool:
-        truth = Counter(self.listing)
-        return all(c <= truth[r] for r, c in self.stored.items())
+from tests.helpers import Day, busy_day, clock, day_of, line
+from zoom_pipeline.automation import CONFIRM_MAX_PASSES, CONFIRM_QUIET_PASSES
+from zoom_pipeline.confirmation import (
+    SMALLEST_PAGE_SIZE,
+    DayState,
+    after_pass,
+    next_page_size,
+    plan_page_sizes,
+    proof_spans,
+    proven_by,
+)
+from zoom_pipeline.ledger import GroupSpan, encode_record, line_digests, line_time
 
 
 def twins_at(listing: list[bytes], *positions: int) -> list[bytes]:
@@ -259,7 +212,7 @@ def test_an_unavoidable_group_is_cut_at_no_split_when_possible():
     assert next_page_size(state, 300) == 299
 
 
-def test_next_page_size_minimises_cut_groups_then_cut_splits_then_prefers_larger():
+def test_one_size_at_a_time_minimises_cut_groups_then_cut_splits_then_prefers_larger():
     rng = random.Random(5)
     for _ in range(200):
         spans, splits = [], []
@@ -268,13 +221,16 @@ def test_next_page_size_minimises_cut_groups_then_cut_splits_then_prefers_larger
             b = a + rng.choice([1, 2, 5, 40, 200, 450])
             spans.append((a, b))
             splits.append([(x, x + 1) for x in sorted(rng.sample(range(a, b), min(3, b - a)))])
-        size = next_page_size(state_awaiting(*spans, splits=splits), 300)
+        state = state_awaiting(*spans, splits=splits)
+        size = next_page_size(state, 300, plan=False)
 
         def score(s, spans=spans, splits=splits):
             return (sum(cuts(s, a, b) for a, b in spans),
                     sum(cuts(s, x, y) for group in splits for x, y in group), -s)
 
         assert score(size) == min(score(s) for s in range(SMALLEST_PAGE_SIZE, 301))
+        if not all(any(cuts(s, a, b) for a, b in proof_spans(state, range(300, 149, -1))) for s in range(150, 301)):
+            assert next_page_size(state, 300) == size  # one size proves every group: the plan is that size
 
 
 def test_a_smaller_largest_size_is_respected():
@@ -294,6 +250,109 @@ def test_page_sizes_stay_within_what_zoom_serves():
     for largest in (1, 7, 100, 150, 299, 300, 301, 10_000):
         for span in [(0, 1), (149, 150), (299, 300), (1190, 1205)]:
             assert 1 <= next_page_size(state_awaiting(span), largest) <= 300
+
+
+# ---- a plan over passes: the sizes of the next two passes chosen together ----------------------------
+
+# Sixteen groups a 300-record pass cut: every size from 150 to 300 cuts at least one of them.
+SIXTEEN = [(4761, 4810), (6294, 6336), (19468, 19516), (21560, 21618), (26077, 26120), (27279, 27321),
+           (31474, 31501), (33596, 33641), (37493, 37518), (39293, 39342), (42887, 42911), (58774, 58810),
+           (67177, 67218), (68644, 68703), (87599, 87655), (99897, 99914)]
+
+
+def calls(listed: int, *sizes: int) -> int:
+    return sum(-(-listed // s) for s in sizes)
+
+
+def test_when_no_size_proves_every_group_the_next_two_sizes_are_chosen_together():
+    state = state_awaiting(*SIXTEEN)
+    state.listed = 100_000
+    sizes = range(300, SMALLEST_PAGE_SIZE - 1, -1)
+    assert all(any(cuts(s, a, b) for a, b in SIXTEEN) for s in sizes)
+    # One size at a time: the size cutting the fewest groups is a small one, then the largest size that
+    # keeps its leftovers whole.
+    greedy = next_page_size(state, 300, plan=False)
+    left = [(a, b) for a, b in SIXTEEN if cuts(greedy, a, b)]
+    then = max(s for s in sizes if not any(cuts(s, a, b) for a, b in left))
+    # The plan: two larger sizes, every group whole in at least one of them: as many passes, fewer calls.
+    first, second = plan_page_sizes(state, 300)
+    assert next_page_size(state, 300) == first
+    assert not [(a, b) for a, b in SIXTEEN if cuts(first, a, b) and cuts(second, a, b)]
+    assert (greedy, then, first, second) == (274, 299, 299, 291)
+    assert calls(100_000, first, second) < calls(100_000, greedy, then)
+
+
+def test_the_plan_leaves_the_fewest_groups_two_passes_can_leave_then_costs_the_fewest_calls():
+    rng = random.Random(17)
+    sizes = range(300, SMALLEST_PAGE_SIZE - 1, -1)
+    planned = 0
+    for _ in range(12):
+        spans = []
+        for _ in range(rng.randint(20, 90)):
+            boundary = 300 * rng.randint(1, 333)
+            width = rng.randint(10, 60)
+            first = boundary - rng.randint(1, width - 1)
+            spans.append((first, first + width - 1))
+        state = state_awaiting(*spans)
+        state.listed = 100_000
+        plan = plan_page_sizes(state, 300)
+        assert all(SMALLEST_PAGE_SIZE <= s <= 300 for s in plan) and next_page_size(state, 300) == plan[0]
+        cut = {s: {i for i, (a, b) in enumerate(spans) if cuts(s, a, b)} for s in sizes}
+        if len(plan) == 1:
+            assert not cut[plan[0]] and plan[0] == next_page_size(state, 300, plan=False)
+            continue
+        planned += 1
+        assert all(cut[s] for s in sizes)  # a second size only when no single size proves every group
+        fewest = min(len(cut[s] & cut[t]) for s in sizes for t in sizes)
+        assert len(cut[plan[0]] & cut[plan[1]]) == fewest
+        cheapest = min(calls(100_000, s, t) for s in sizes for t in sizes if len(cut[s] & cut[t]) == fewest)
+        assert calls(100_000, *plan) == cheapest
+    assert planned >= 4  # the draw holds both kinds of day
+
+
+def test_a_group_no_page_can_hold_is_proven_by_its_splits_and_one_wider_than_any_page_not_at_all():
+    sizes = range(300, SMALLEST_PAGE_SIZE - 1, -1)
+    big = state_awaiting((200, 650), splits=[[(599, 600), (250, 610)]])  # 451 records in one second
+    assert proof_spans(big, sizes) == [(599, 600)]  # its twins 361 apart no page can hold: left out
+    assert next_page_size(big, 300) == 299
+    hopeless = state_awaiting((200, 650), splits=[[(250, 610)]])
+    assert proof_spans(hopeless, sizes) == [] and plan_page_sizes(hopeless, 300) == (300,)
+
+
+def converge(day: Day, *, plan: bool, rng: random.Random | None = None, passes: int = 10) -> int:
+    """Complete passes of a quiet listing until the day is exact; how many it took."""
+    for n in range(1, passes + 1):
+        day.complete_pass(size=next_page_size(day.state, 300, plan=plan), rng=rng)
+        assert day.never_more_than_zoom()
+        if day.state.exact:
+            assert day.exact
+            return n
+    return passes + 1
+
+
+BUSY = 1_000_001 / 86_400  # records a second of issue 17's day
+
+
+def test_a_plan_proves_a_crowded_day_in_fewer_passes_and_calls_than_one_size_at_a_time():
+    # 30,000 records, a thousand bulk operations of 10-50 identical copies each: the first pass leaves 98
+    # groups; one size at a time needs four passes, the plan three.
+    listing = busy_day(30_000, 1_000, (10, 50), random.Random(0), per_second=BUSY)
+    planned, greedy = Day(listing), Day(listing)
+    assert (converge(planned, plan=True), converge(greedy, plan=False)) == (3, 4)
+    assert sum(planned.calls) < sum(greedy.calls)
+
+
+@pytest.mark.parametrize("groups, copies, shuffled", [
+    (300, (2, 2), False),  # twins anywhere in their second
+    (300, (10, 50), False),  # bulk operations
+    (800, (10, 50), False),
+    (100, (10, 50), True),  # and a fresh order within each second on every call
+])
+def test_quiet_busy_days_are_exact_within_the_passes_the_sensor_allows(groups, copies, shuffled):
+    for seed in range(2):
+        day = Day(busy_day(30_000, groups, copies, random.Random(seed), per_second=BUSY))
+        passes = converge(day, plan=True, rng=random.Random(seed) if shuffled else None)
+        assert passes <= CONFIRM_QUIET_PASSES < CONFIRM_MAX_PASSES, (seed, day.sizes)
 
 
 # ---- which stored copies a listing proves surplus ---------------------------------------------------

@@ -13,7 +13,10 @@ yet. They sit in same-second groups a page boundary cut with a record on both si
 twin's second copy on the other side, or a record a reorder within the second moved across), or were
 added while the pass paged. The next complete pass reads the day with a page size whose boundaries cut
 none of those groups (when one exists), so each lands whole on one page, where one page's count is the
-truth. Each complete pass leaves a `DayState`, stored as the day's pass record.
+truth; when none exists, the sizes of the next two passes are chosen together, so that each group lands
+whole in at least one of them (`plan_page_sizes`; how many passes that takes: README, "How many
+passes", measured by bench/convergence.py). Each complete pass leaves a `DayState`, stored as the day's
+pass record.
 """
 
 from dataclasses import asdict, dataclass, field
@@ -98,10 +101,18 @@ def proven_by(ledger: PassLedger):
     return lambda t: t is not None and t not in cut
 
 
-def next_page_size(state: DayState | None, largest: int) -> int:
-    """The page size of the next complete pass: the one that cuts the fewest awaiting groups, then the
-    fewest split records, then stays within `largest` (PAGE_SIZE), then is the largest; `largest`
-    when nothing awaits.
+def next_page_size(state: DayState | None, largest: int, *, plan: bool = True) -> int:
+    """The page size of the next complete pass; `largest` when nothing awaits.
+
+    One size at a time (`plan=False`): the size that cuts the fewest awaiting groups, then the fewest
+    split records, then stays within `largest` (PAGE_SIZE), then is the largest. That is also the
+    answer whenever some size cuts no group that a page can hold whole (nor a split of one it cannot):
+    the next pass can then prove every group.
+
+    When none can, the sizes of the next two passes are chosen together (`plan_page_sizes`) and the
+    first of them is returned: choosing one size at a time is the greedy way of covering the groups
+    with page sizes, which can leave a remainder that no single size covers, or pay for a second pass
+    of small pages (many calls) where a larger size and a partner would prove the day in as many passes.
 
     Sizes are searched from half of `largest` (at most twice the calls of a full-size pass; never below
     SMALLEST_PAGE_SIZE's half-of-300 for the default) up to ZOOM_MAX_PAGE_SIZE, what Zoom serves: a small
@@ -110,11 +121,73 @@ def next_page_size(state: DayState | None, largest: int) -> int:
     largest = max(1, min(largest, ZOOM_MAX_PAGE_SIZE))
     if state is None or state.exact or not state.awaiting:
         return largest
-    smallest = min(SMALLEST_PAGE_SIZE, -(-largest // 2))
+    if plan:
+        return plan_page_sizes(state, largest)[0]
+    return min(_sizes(largest), key=_rank(state, largest))
 
-    def cuts(size: int) -> tuple[int, int, bool, int]:
+
+def _sizes(largest: int) -> range:
+    """The page sizes a confirming pass may use, largest first."""
+    return range(ZOOM_MAX_PAGE_SIZE, min(SMALLEST_PAGE_SIZE, -(-largest // 2)) - 1, -1)
+
+
+def _rank(state: DayState, largest: int):
+    """One size's rank: the awaiting groups it cuts, then the split records, then whether it exceeds
+    `largest`, then larger first."""
+
+    def rank(size: int) -> tuple[int, int, bool, int]:
         groups = sum(1 for g in state.awaiting if g.first // size != g.last // size)
         splits = sum(1 for g in state.awaiting for a, b in g.splits if a // size != b // size)
         return groups, splits, size > largest, -size
 
-    return min(range(ZOOM_MAX_PAGE_SIZE, smallest - 1, -1), key=cuts)
+    return rank
+
+
+def _cut(size: int, span: tuple[int, int]) -> bool:
+    return span[0] // size != span[1] // size
+
+
+def proof_spans(state: DayState, sizes: range) -> list[tuple[int, int]]:
+    """What must land whole on one page for the awaiting groups to be proven: each group that some
+    size can hold whole; for a group no size can (wider than a page, or straddling every boundary the
+    sizes offer), each of its split spans that some size can. What no size can hold is left out: no
+    choice of page size changes it (README, "How many passes")."""
+    spans = []
+    for g in state.awaiting:
+        if not all(_cut(s, (g.first, g.last)) for s in sizes):
+            spans.append((g.first, g.last))
+        else:
+            spans += [split for split in g.splits if not all(_cut(s, split) for s in sizes)]
+    return spans
+
+
+def plan_page_sizes(state: DayState, largest: int) -> tuple[int, ...]:
+    """The page sizes of the next complete passes: one size when one proves every awaiting group
+    (`proof_spans`), else two, chosen together so that as few groups as possible are cut by both (every
+    group lands whole in at least one of the two passes when any pair allows it), then within `largest`,
+    then with the fewest report calls for the two passes over the day, then as `next_page_size` ranks one
+    size. Only the first size is used: the pass after it plans again from what it proved."""
+    largest = max(1, min(largest, ZOOM_MAX_PAGE_SIZE))
+    sizes = _sizes(largest)
+    spans = proof_spans(state, sizes)
+    # Which spans each size cuts, as the bits of one int (span i is bit i): a pair of sizes is one `&`.
+    masks = {s: int("".join("1" if _cut(s, span) else "0" for span in reversed(spans)) or "0", 2) for s in sizes}
+
+    rank = _rank(state, largest)
+    clear = [s for s in sizes if not masks[s]]
+    if clear:
+        return (min(clear, key=rank),)
+    listed = max(1, state.listed)
+
+    def partner(size: int) -> tuple[int, bool, int]:
+        return min(((masks[size] & masks[t]).bit_count(), t > largest, -t) for t in sizes)
+
+    best = {s: partner(s) for s in sizes}
+
+    def joint(size: int) -> tuple:
+        left, over, t = best[size]
+        calls = -(-listed // size) + -(-listed // -t)
+        return left, size > largest or over, calls, *rank(size)
+
+    first = min(sizes, key=joint)
+    return first, -best[first][2]

@@ -115,7 +115,7 @@ def test_each_account_gets_its_assets_checks_group_pool_and_resources(tmp_path):
             "every_day_in_zoom_window_collected"}
         node = defs.resolve_assets_def(raw)
         assert node.op.pool == f"zoom_api_{account}"
-        assert node.required_resource_keys >= {f"zoom_{account}", f"zoom_store_{account}"}
+        assert node.required_resource_keys >= {f"zoom__{account}", f"zoom_store__{account}"}
     repo = defs.get_repository_def()
     assert {s.name for s in repo.schedule_defs} == {"zoom_daily_schedule", "zoom_freshness_schedule"}
     assert {s.name for s in repo.sensor_defs} == {"zoom_today_sensor", "zoom_confirmation_sensor"}

@@ -63,8 +63,8 @@ def test_two_components_declare_two_accounts_side_by_side(tmp_path, monkeypatch)
     assert {"acme_zoom_operation_logs_job", "beta_zoom_completeness_job"} <= set(repo.job_names)
     beta = defs.resolve_assets_def(dg.AssetKey(["beta", OPERATION_LOGS.name]))
     assert beta.op.pool == "zoom_api_beta" and beta.partitions_def.start.date().isoformat() == "2026-11-01"
-    assert defs.resources["zoom_store_beta"].s3_bucket == "beta-logs"
-    assert defs.resources["zoom_beta"].max_requests_per_second == 20
+    assert defs.resources["zoom_store__beta"].s3_bucket == "beta-logs"
+    assert defs.resources["zoom__beta"].max_requests_per_second == 20
 
 
 def test_a_bad_attribute_is_one_sentence_naming_the_component(tmp_path, monkeypatch):

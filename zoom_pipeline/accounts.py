@@ -92,8 +92,10 @@ class Account:
         return f"{ZOOM_API_POOL}_{self.name}" if self.name else ZOOM_API_POOL
 
     def resource_key(self, base: str) -> str:
-        """`base` (zoom, zoom_store, zoom_logs_io_manager) for this account."""
-        return f"{base}_{self.name}" if self.name else base
+        """`base` (zoom, zoom_store, zoom_logs_io_manager) for this account: `<base>__<name>`. The double
+        underscore keeps every name from turning one base's key into another's: account `store_acme`'s
+        client is `zoom__store_acme`, account `acme`'s store `zoom_store__acme`."""
+        return f"{base}__{self.name}" if self.name else base
 
     def env_var(self, what: str) -> str:
         """The credential variable `what` (ACCOUNT_ID, CLIENT_ID, CLIENT_SECRET) of this account."""
@@ -158,10 +160,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict:
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: merged below, may be overridden
+            continue
         key = loader.construct_object(key_node)
         if key in seen:
             raise AccountsFileError(f"{key!r} is given twice (line {key_node.start_mark.line + 1})")
         seen.add(key)
+    loader.flatten_mapping(node)
     return loader.construct_mapping(node)
 
 
@@ -196,7 +201,10 @@ def load_accounts_file(path: str, env: Mapping[str, str]) -> list[Account]:
 
 def account_entry(where: str, name, entry) -> Account:
     """One entry of the file (or a `ZoomAccount` component's attributes), checked; `where` starts its errors."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+    if not isinstance(name, str):  # YAML reads `no`, `on`, `123` unquoted as a boolean or a number
+        raise AccountsFileError(f"{where}: an account name YAML reads as {type(name).__name__} {name!r} must be "
+                                "quoted (e.g. 'no', '123'), or use lowercase letters, digits and _ otherwise.")
+    if not NAME.fullmatch(name):
         raise AccountsFileError(f"{where}: the account name {name!r} must be lowercase letters, digits and _.")
     at = f"{where}, account {name}"
     if entry is None:

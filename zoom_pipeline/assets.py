@@ -113,7 +113,7 @@ def build_source_assets(source: Source, account: Account = DEFAULT_ACCOUNT,
                     allow_retries=False,
                 )
 
-    # A named account's resources have keys of its own (zoom_<name>, zoom_store_<name>); the single account
+    # A named account's resources have keys of its own (zoom__<name>, zoom_store__<name>); the single account
     # keeps the parameters `zoom` and `zoom_store`, as before accounts existed.
     if account.name:
         @dg.multi_asset(**raw_spec, required_resource_keys={zoom_key, store_key})

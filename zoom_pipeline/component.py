@@ -19,6 +19,7 @@ ZOOM_<NAME>_CLIENT_SECRET) come from the environment, as for the accounts file.
 import os
 
 import dagster as dg
+from pydantic import StrictFloat, StrictInt
 
 from zoom_pipeline.accounts import FILE_KEYS, AccountsFileError, account_entry
 from zoom_pipeline.alerts import build_alert_sensors
@@ -40,8 +41,9 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
     activity_s3_prefix: str | None = None
     activity_udm_s3_prefix: str | None = None
     activity_manifest_s3_prefix: str | None = None
-    max_requests_per_second: float | None = None
-    daily_request_budget: int | None = None
+    # Strict: a YAML `true` must be refused here as the accounts file refuses it, not read as 1.
+    max_requests_per_second: StrictInt | StrictFloat | None = None
+    daily_request_budget: StrictInt | None = None
     logs_start_date: str | None = None
     api_base_url: str | None = None
     oauth_token_url: str | None = None

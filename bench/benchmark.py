@@ -30,6 +30,7 @@ comparison is skipped (and the output says so).
     .venv/bin/python bench/benchmark.py --sizes 50000 --skip-lambda
     .venv/bin/python bench/benchmark.py --repeat 3             # median of 3 runs per figure
     .venv/bin/python bench/benchmark.py --source activities --sizes 100000 --out /tmp/bench-activities.json
+    .venv/bin/python bench/benchmark.py --busy-day             # issue 17's 1,000,001-record day, passes until exact
 
 Results: printed as a table, and written to --out (default bench/out/results.json, or
 bench/out/results-SOURCE.json for another source; bench/out is gitignored). Child logs go to
@@ -79,6 +80,8 @@ PASS_RECORD = "-pass-"  # {part prefix}YYYYMMDD-pass-NNNNNN.json: what a complet
 DEFAULT_SIM_LOG = "operationlogs"  # the simulator's default log: its `--generate` flag and `log=` default
 STRADDLE_AT = PAGE_SIZE - 1  # the forced twin pair sits at positions 299/300 of the listing
 MAX_CONFIRMING_PASSES = 3  # complete passes after the first, at most, while the day is not exact
+BUSY_DAY_RECORDS = 1_000_001  # --busy-day: issue 17's day (3,334 pages of 300)
+BUSY_DAY_TWINS = 5_500  # its ~11,000 genuinely identical copies, as twin pairs
 DAY_CHECK = "day_matches_zoom"  # the asset check that rides along with each materialization
 FAKE_AWS = {
     "AWS_ACCESS_KEY_ID": "bench-access-key",
@@ -367,6 +370,7 @@ class RunResult:
     page_size: int | None = None  # the page size the pass used
     day_exact: bool | None = None  # the day proven to equal Zoom's after this pass
     awaiting_groups: int | None = None  # same-second groups still awaiting confirmation
+    awaiting_records: int | None = None  # copies Zoom lists that no page has shown yet (awaiting confirmation)
     meta_records_written: int | None = None  # records_written (the IO manager's count)
     day_rows: int | None = None  # dagster/row_count: records the day holds after the run
     day_restarts: int | None = None  # the pass read the day again from page 1 (expired page token)
@@ -481,7 +485,9 @@ class Bench:
             if len(recs) != 2 or recs[0] != recs[1]:
                 what = "forced" if p == found.forced else "generated"
                 self.failures.append(f"{day}: the {what} twin pair expected at {p}/{p + 1} is not an identical pair")
-        log(f"{day}: {self.sim.count(day):,} records; twin pairs at {', '.join(f'{p}/{p + 1}' for p in found.all())}"
+        pairs = [f"{p}/{p + 1}" for p in found.all()]
+        shown = ", ".join(pairs) if len(pairs) <= 12 else f"{', '.join(pairs[:6])}, ... ({len(pairs):,} pairs)"
+        log(f"{day}: {self.sim.count(day):,} records; twin pairs at {shown}"
             f" ({len(found.straddling(PAGE_SIZE))} straddling a {PAGE_SIZE}-record page boundary)")
         return found
 
@@ -575,6 +581,7 @@ class Bench:
                     result.page_size = meta.get("page_size")
                     result.day_exact = meta.get("day_exact")
                     result.awaiting_groups = meta.get("awaiting_confirmation_groups")
+                    result.awaiting_records = meta.get("awaiting_confirmation_records")
                     result.meta_records_written = meta.get("records_written")
                     result.day_rows = meta.get("dagster/row_count")
                     result.day_restarts = meta.get("day_restarts")
@@ -1073,8 +1080,13 @@ def parse_args(argv: list[str] | None, sources: list | None = None) -> argparse.
                          f"{default_log}); the Lambda comparison needs the one the seed guide's Lambda collects")
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated day sizes (default 100000,1000000)")
     ap.add_argument("--quick", action="store_true", help="smoke run: one 20,000-record day (< 2 min)")
-    ap.add_argument("--twins", type=int, default=5,
-                    help="identical twin pairs the simulator generates per day, placed with jitter (default 5)")
+    ap.add_argument("--twins", type=int, default=None,
+                    help="identical twin pairs the simulator generates per day, placed with jitter (default 5; "
+                         f"{BUSY_DAY_TWINS:,} with --busy-day)")
+    ap.add_argument("--busy-day", action="store_true",
+                    help=f"issue 17's busy day instead: one {BUSY_DAY_RECORDS:,}-record day with --twins identical "
+                         "twin pairs, then complete passes as the confirmation sensor requests them until the day "
+                         "is exact (at most its CONFIRM_MAX_PASSES), each pass printed")
     ap.add_argument("--no-straddle", action="store_true",
                     help="do not add the identical twin pair at positions 299/300 (split by a page boundary)")
     ap.add_argument("--refresh-base", type=int, default=5000, help="records in today's partition before refreshes")
@@ -1105,16 +1117,92 @@ def parse_args(argv: list[str] | None, sources: list | None = None) -> argparse.
         if not sep or not name:
             ap.error(f"--child-env wants NAME=VALUE, got {item!r}")
         args.child_env_vars[name] = value
+    if args.twins is None:
+        args.twins = BUSY_DAY_TWINS if args.busy_day else 5
     args.size_list = [20_000] if args.quick else [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    if args.busy_day:
+        args.size_list = [BUSY_DAY_RECORDS]
     args.source_def = by_log[args.source]
     args.sources = sources
     if args.out is None:
         args.out = str(OUT_DIR / ("results.json" if args.source == default_log else f"results-{args.source}.json"))
+        if args.busy_day:
+            args.out = str(Path(args.out).with_name(Path(args.out).stem + "-busy-day.json"))
     out = Path(args.out).resolve()
     if args.log_dir is None:
         # Beside its --out, so runs with different --out never delete each other's logs.
         args.log_dir = str(OUT_DIR / "logs" if out == OUT_DIR / "results.json" else out.parent / f"{out.stem}-logs")
     return args
+
+
+def confirm_max_passes() -> int:
+    """The confirmation sensor's cap on complete passes a day (5 in a checkout from before it was named)."""
+    try:
+        from zoom_pipeline.automation import CONFIRM_MAX_PASSES
+    except ImportError:
+        return 5
+    return CONFIRM_MAX_PASSES
+
+
+def busy_day(bench: Bench, args: argparse.Namespace, day: str, empty_day: str, load_before: float,
+             started: float) -> int:
+    """Issue 17's busy day: the first complete pass of a 1,000,001-record day holding --twins identical twin
+    pairs (the straddling pair at 299/300 besides), then complete passes as the confirmation sensor requests
+    them (the same command again) until the day is exact or the sensor's cap is reached. Prints each pass and
+    the totals; exit status 1 unless the day ends exact with every record stored once."""
+    size = BUSY_DAY_RECORDS
+    cap = confirm_max_passes()
+    one_pass = math.ceil(size / PAGE_SIZE)
+    bench.start({size: day}, empty_day)
+    bench.run_ours("ours-warmup", empty_day, 0)
+    passes: list[RunResult] = []
+    lines = [f"Busy day (issue 17): {size:,} records on {day}, {len(bench.twins[day].all()):,} identical twin pairs "
+             f"({len(bench.twins[day].straddling(PAGE_SIZE))} split by a {PAGE_SIZE}-record page boundary); complete "
+             f"passes until exact, at most {cap} (the confirmation sensor's CONFIRM_MAX_PASSES)", "",
+             f"{'pass':>4} {'page size':>9} {'report calls':>12} {'written':>9} {'awaiting copies':>15} "
+             f"{'groups':>6} {'day':>5} {'check':>5} {'wall s':>7}"]
+    print("\n".join(lines), flush=True)
+    while len(passes) < cap:
+        r = bench.run_ours(f"busy-pass{len(passes) + 1}", day, size)
+        passes.append(r)
+        calls = r.asset_report_calls if r.asset_report_calls is not None else r.report_calls
+        state = {True: "exact", False: "await", None: "-"}[r.day_exact]
+        row = (f"{len(passes):>4} {fmt_int(r.page_size):>9} {calls:>12,} {r.records_written:>9,} "
+               f"{fmt_int(r.awaiting_records):>15} {fmt_int(r.awaiting_groups):>6} {state:>5} "
+               f"{r.check_outcomes.get(DAY_CHECK, '-'):>5} {r.wall_s:>7.1f}")
+        lines.append(row)
+        print(row, flush=True)
+        if r.returncode != 0 or r.day_exact:
+            break
+    calls = [r.asset_report_calls if r.asset_report_calls is not None else r.report_calls for r in passes]
+    last = passes[-1]
+    written = sum(r.records_written for r in passes)
+    total = (f"total: {len(passes)} complete passes, {sum(calls):,} report calls = {sum(calls) / one_pass:.2f} x "
+             f"{one_pass:,} (one {PAGE_SIZE}-record pass), {written:,} records written; the day "
+             + ("is exact" if last.day_exact else f"still awaits {last.awaiting_records} copies in "
+                                                  f"{last.awaiting_groups} groups"))
+    lines += ["", total]
+    print("\n" + total, flush=True)
+    if not (last.day_exact and last.day_rows == size and written == size):
+        bench.failures.append(f"busy day {day}: not exact with {size:,} records after {len(passes)} passes "
+                              f"(day_exact {last.day_exact}, {last.day_rows} rows, {written:,} written)")
+    results = {
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "load_before": load_before,
+                    "load_after": os.getloadavg()[0]},
+        "busy_day": {"day": day, "records": size, "twins": asdict(bench.twins[day]), "cap": cap,
+                     "one_pass_calls": one_pass, "report_calls": calls, "passes": [r.as_dict() for r in passes]},
+        "failures": bench.failures,
+        "bench_seconds": round(time.perf_counter() - started, 1),
+    }
+    print(f"(load average {load_before:.2f} before / {os.getloadavg()[0]:.2f} after; total "
+          f"{results['bench_seconds']:.0f} s; JSON: {args.out}; child logs: {bench.log_dir})")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    for f in bench.failures:
+        print(f"FAILED: {f}", file=sys.stderr)
+    return 1 if bench.failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1147,6 +1235,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure; shown in the header
     try:
+        if args.busy_day:
+            return busy_day(bench, args, days[BUSY_DAY_RECORDS], empty_day, load_before, started)
         bench.start(days, empty_day)
         runs: list[RunResult] = []
         # The first CLI run also creates the instance's SQLite storage and warms the disk cache; the

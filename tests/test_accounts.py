@@ -126,9 +126,9 @@ def test_the_schedule_asks_for_yesterday_of_every_account_one_run_each(tmp_path,
         for what in ("ACCOUNT_ID", "CLIENT_ID", "CLIENT_SECRET"):
             monkeypatch.setenv(f"ZOOM_{name}_{what}", "fake")
     defs = build_defs({"ZOOM_ACCOUNTS_FILE": accounts_file(tmp_path, TWO % days_ago(1))})
-    repo = defs.get_repository_def()
     today = datetime.now(UTC).date()
     with dg.instance_for_test() as instance:
+        repo = defs.get_repository_def()  # inside: building it looks up the current instance
         context = dg.build_schedule_context(instance=instance, repository_def=repo,
                                             scheduled_execution_time=datetime.combine(today, datetime.min.time(), UTC)
                                             + timedelta(minutes=15))
@@ -237,9 +237,10 @@ def test_the_confirmation_sensor_confirms_each_accounts_days_with_that_accounts_
         for what in ("ACCOUNT_ID", "CLIENT_ID", "CLIENT_SECRET"):
             monkeypatch.setenv(f"ZOOM_{name}_{what}", "fake")
     defs = build_defs({"ZOOM_ACCOUNTS_FILE": accounts_file(tmp_path, TWO % days_ago(5))})
-    repo = defs.get_repository_def()
     day = days_ago(3)
     with dg.instance_for_test() as instance:
+        repo = defs.get_repository_def()  # inside: building it looks up the current instance
+
         @dg.op
         def complete_passes():  # what each account's raw asset reports after a complete pass of the day
             for account, exact in (("acme", False), ("beta", True)):

@@ -664,9 +664,6 @@ def test_components_acme_and_store_acme_sit_side_by_side(tmp_path, monkeypatch):
     assert type(defs.resources["zoom_store__acme"]).__name__ == "ZoomStore"
 
 
-@pytest.mark.xfail(strict=True, reason="The confirmation sensor's cap of 10 requests a tick is shared by all accounts "
-                   "and filled oldest day first, so an account with 10 older unconfirmed days whose confirming runs "
-                   "fail takes every slot again on the next tick, and another account's day is not requested.")
 def test_a_failing_account_with_many_unconfirmed_days_never_holds_back_anothers_confirmation(tmp_path, monkeypatch):
     defs = two_account_defs(tmp_path, monkeypatch)
     repo = defs.get_repository_def()

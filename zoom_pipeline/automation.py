@@ -18,7 +18,7 @@ import dagster as dg
 from zoom_pipeline.accounts import DEFAULT_ACCOUNT, Account
 from zoom_pipeline.checks import DEFAULT_FRESHNESS_DEADLINE_HOUR
 from zoom_pipeline.constants import DAY_MATCHES_FRESH_LISTING, DAY_MATCHES_ZOOM, WINDOW_COLLECTED, YESTERDAY_LANDED
-from zoom_pipeline.partitions import daily_partitions
+from zoom_pipeline.partitions import daily_partitions, oldest_served_day
 from zoom_pipeline.sources import SOURCES
 
 DEFAULT_DAILY_SCHEDULE_CRON = "15 0 * * *"
@@ -124,7 +124,7 @@ CONFIRM_QUIET_PASSES = 4  # the first pass included: the most any quiet day of t
 # beyond what pages can show) or still receives late events: more passes would cost a full read of the
 # day each, so the sensor reports it once and stops; its day_matches_zoom check keeps warning.
 CONFIRM_MAX_PASSES = CONFIRM_QUIET_PASSES + 1
-CONFIRM_RUNS_PER_TICK = 10
+CONFIRM_RUNS_PER_TICK = 10  # per account: one account's many unproven (or failing) days never crowd out another's
 CONFIRM_RUN_TAGS = {"dagster/priority": "-1"}  # behind backfills and the daily automation
 CONFIRM_TRIES_PER_PASS = 3  # confirming runs of one unproven pass that may fail (or be canceled)
 CONFIRMATION_SENSOR_NAME = "zoom_confirmation_sensor"
@@ -303,6 +303,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
                 else:
                     awaiting[waiting] = record.storage_id
         requests, given_up = [], []
+        requested: dict[str, int] = {}  # requests of this tick per account
         for waiting, storage_id in sorted(awaiting.items(), key=lambda item: item[0].rsplit("/", 1)[1]):
             name, day = waiting.rsplit("/", 1)
             key = dg.AssetKey.from_user_string(name)
@@ -310,7 +311,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
             if account is None or not _requestable([day], account, partitions_def):
                 awaiting.pop(waiting)  # no longer a partition (or an asset) of this deployment
                 continue
-            if (len(requests) >= CONFIRM_RUNS_PER_TICK
+            if (requested.get(account.name, 0) >= CONFIRM_RUNS_PER_TICK
                     or unfinished_runs_of(context.instance, day, raw_keys(account), day_job.name)):
                 continue
             # The run key names the pass that left the day open: one request per unproven pass (and per try),
@@ -348,8 +349,7 @@ def build_automation(accounts: Sequence[Account] = (DEFAULT_ACCOUNT,), *,
             selection = [key, account.asset_key(source.udm_name)]
             requests.append(_request(account, day, run_key=untried[0], tags=CONFIRM_RUN_TAGS, several=True,
                                      assets=selection))
-        from zoom_pipeline.partitions import oldest_served_day  # (here: this part of the module is the sensor's)
-
+            requested[account.name] = requested.get(account.name, 0) + 1
         oldest = oldest_served_day().isoformat()
         for waiting in list(capped):
             name, day = waiting.rsplit("/", 1)

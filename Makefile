@@ -19,8 +19,9 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m zoom_pipeline.demo
 
+# Four workers on two cores: most of the suite waits (servers starting, daemon ticks, rate limits).
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n 4
 
 quick: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not io"

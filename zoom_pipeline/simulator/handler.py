@@ -11,18 +11,23 @@ import struct
 import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zoom_pipeline.simulator.responses import _json, _Resp
 
-if TYPE_CHECKING:
-    from zoom_pipeline.simulator.server import ZoomSimulator
+
+class _Routes(Protocol):
+    """What the handler needs of the simulator (server.py's ZoomSimulator): it routes, and counts connections."""
+
+    def _route(self, method: str, target: str, headers: Any, body: bytes) -> _Resp: ...
+
+    def _track(self, conn: socket.socket, opened: bool) -> None: ...
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128  # concurrent clients must not be refused
-    sim: ZoomSimulator
+    sim: _Routes
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # Clients hanging up (or stop() dropping them) is normal here; keep stderr quiet.

@@ -311,3 +311,36 @@ def busy_day(records: int, groups: int, copies: tuple[int, int], rng: random.Ran
         for _ in range(k - 1):
             run.insert(p + 1 if adjacent else rng.randint(0, len(run)), record)
     return [line for sec in sorted(runs, reverse=True) for line in runs[sec]]
+
+
+def error_text(error) -> str:
+    """A step failure's message with its causes (after its retries the step reports "Exceeded max_retries")."""
+    parts = []
+    while error is not None:
+        parts.append(error.message)
+        error = error.cause
+    return "\n".join(parts)
+
+
+def user_project(tmp_path, monkeypatch, components: dict[str, str]) -> dg.Definitions:
+    """A Dagster project of a user's: a package whose defs folder holds one defs.yaml per component, loaded
+    the way `dg` and `dagster dev` load a project's defs folder; returns its definitions."""
+    import importlib
+    import sys
+    import textwrap
+
+    package = f"userproj_{abs(hash(str(tmp_path))) % 10**8}"
+    root = tmp_path / package
+    (root / "defs").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "defs" / "__init__.py").write_text("")
+    for folder, yaml_text in components.items():
+        (root / "defs" / folder).mkdir()
+        (root / "defs" / folder / "defs.yaml").write_text(textwrap.dedent(yaml_text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        return dg.load_defs(importlib.import_module(f"{package}.defs"), project_root=tmp_path)
+    finally:
+        for name in [m for m in sys.modules if m.startswith(package)]:
+            del sys.modules[name]
+

@@ -2,19 +2,17 @@
 odd names and YAML, prefixes that meet, accounts in one simulator at once, automation with one account busy
 or failing, and secrets in the event log. A test marked xfail(strict) pins a defect found here."""
 
-import importlib
 import json
 import os
 import subprocess
 import sys
-import textwrap
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
-from tests.helpers import REPO, canonical, days_ago, records_of, s3_day
+from tests.helpers import REPO, canonical, days_ago, records_of, s3_day, user_project
 from zoom_pipeline.accounts import AccountsFileError, load_accounts_file
 from zoom_pipeline.automation import CONFIRMATION_SENSOR_NAME
 from zoom_pipeline.config import build_defs
@@ -593,23 +591,6 @@ def test_an_asset_backfill_of_two_accounts_raw_assets_over_a_range_lands_each_ac
 
 
 # ---- the component -------------------------------------------------------------------------------------
-
-
-def user_project(tmp_path, monkeypatch, components: dict[str, str]):
-    package = f"breakproj_{abs(hash(str(tmp_path))) % 10**8}"
-    root = tmp_path / package
-    (root / "defs").mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / "defs" / "__init__.py").write_text("")
-    for folder, yaml_text in components.items():
-        (root / "defs" / folder).mkdir()
-        (root / "defs" / folder / "defs.yaml").write_text(textwrap.dedent(yaml_text))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        return dg.load_defs(importlib.import_module(f"{package}.defs"), project_root=tmp_path)
-    finally:
-        for name in [m for m in sys.modules if m.startswith(package)]:
-            del sys.modules[name]
 
 
 def component(name: str, **attributes) -> str:

@@ -29,6 +29,7 @@ from tests.helpers import (
     api_listing,
     canonical,
     days_ago,
+    error_text,
     free_port,
     materialize,
     output_metadata,
@@ -59,15 +60,6 @@ def quiet(_message: str) -> None:
 @pytest.fixture
 def day_store(bucket, source):
     return ZoomStore(s3=S3Resource(), s3_bucket=bucket).days(source)
-
-
-def error_text(error) -> str:
-    """A step failure's message with its causes."""
-    parts = []
-    while error is not None:
-        parts.append(error.message)
-        error = error.cause
-    return "\n".join(parts)
 
 
 def meta_of(result) -> dict:

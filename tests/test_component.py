@@ -1,35 +1,14 @@
 """The `zoom_pipeline.ZoomAccount` component in a user's own Dagster project (defs.yaml), loaded the way
 `dg` and `dagster dev` load a project's defs folder."""
 
-import importlib
-import sys
-import textwrap
 
 import dagster as dg
 import pytest
 
-from tests.helpers import SIM_SECRET, days_ago, s3_day
+from tests.helpers import SIM_SECRET, days_ago, s3_day, user_project
 from zoom_pipeline.accounts import FILE_KEYS
 from zoom_pipeline.component import ZoomAccount
 from zoom_pipeline.sources import ACTIVITY_LOGS, OPERATION_LOGS
-
-
-def user_project(tmp_path, monkeypatch, components: dict[str, str]):
-    """A package `userproj_<n>` whose defs folder holds one defs.yaml per component; returns its defs."""
-    package = f"userproj_{abs(hash(tmp_path)) % 10**8}"
-    root = tmp_path / package
-    (root / "defs").mkdir(parents=True)
-    (root / "__init__.py").write_text("")
-    (root / "defs" / "__init__.py").write_text("")
-    for folder, yaml_text in components.items():
-        (root / "defs" / folder).mkdir()
-        (root / "defs" / folder / "defs.yaml").write_text(textwrap.dedent(yaml_text))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        return dg.load_defs(importlib.import_module(f"{package}.defs"), project_root=tmp_path)
-    finally:
-        for name in [m for m in sys.modules if m.startswith(package)]:
-            del sys.modules[name]
 
 
 def test_the_attributes_are_one_entry_of_the_accounts_file():

@@ -12,6 +12,7 @@ from tests.helpers import (
     api_listing,
     canonical,
     days_ago,
+    error_text,
     materialize,
     output_metadata,
     records_of,
@@ -71,15 +72,6 @@ def test_the_records_key_is_the_sources_own():
 
 
 # ---- against the simulator, as a run meets them ------------------------------------------------------
-
-def error_text(error) -> str:
-    """A step failure's message with its causes (after its retries the step reports "Exceeded max_retries")."""
-    parts = []
-    while error is not None:
-        parts.append(error.message)
-        error = error.cause
-    return "\n".join(parts)
-
 
 @pytest.mark.parametrize("shape", MALFORMED_SHAPES)
 def test_a_passing_malformed_answer_is_retried_and_the_day_lands_whole(sim, zoom_env, bucket, s3, source, shape):

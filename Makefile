@@ -19,9 +19,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m zoom_pipeline.demo
 
-# Four workers on two cores: most of the suite waits (servers starting, daemon ticks, rate limits).
+# Four workers on two cores: most of the suite waits (servers starting, daemon ticks, rate limits); work
+# stealing keeps the few minute-long daemon tests from ending the run alone.
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 4
+	$(PY) -m pytest -n 4 --dist worksteal
 
 quick: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not io"

@@ -9,10 +9,13 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 
 .PHONY: demo test quick bench dev lint clean
 
+# setuptools' "Editable installation ... folders with the same name as your package" notice describes
+# exactly what an editable checkout is for; only that one notice is silenced.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 2>/dev/null || true
-	$(PY) -m pip install --quiet -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	PYTHONWARNINGS="ignore:Editable installation" $(PY) -m pip install --quiet -e '.[dev]' 2>&1 \
+		| grep -v "is ignored: it is neither a file nor a directory" || true
 	$(PY) -c "import dagster, dagster_aws, moto, zoom_pipeline"
 	touch $@
 

@@ -1,8 +1,10 @@
 """Append-only stores: a key is created once; repeating the same write is harmless, a different one is refused."""
 
 import pytest
+from dagster_aws.s3 import S3Resource
 
-from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256
+from tests.helpers import days_ago, materialize, resources, s3_day
+from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256, s3_client
 
 
 @pytest.fixture(params=["s3", "local"])
@@ -50,3 +52,35 @@ def test_local_store_hides_interrupted_writes(tmp_path):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / ".tmp-abc").write_bytes(b"partial")
     assert store.list("p/") == []
+
+
+def test_the_store_client_is_built_once_per_configuration_and_environment(aws_env, monkeypatch):
+    first = s3_client(S3Resource())
+    assert s3_client(S3Resource()) is first
+    assert s3_client(S3Resource(region_name="eu-west-1")) is not first  # another setting, another client
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "another-key")  # another identity from the standard chain
+    assert s3_client(S3Resource()) is not first
+
+
+def test_a_run_builds_no_s3_client_of_its_own_and_its_writes_stay_create_only(
+    sim, zoom_env, bucket, s3, tmp_path, monkeypatch
+):
+    """dagster-aws parses botocore's S3 model at every get_client(); the store's steps and outputs share one."""
+    day = days_ago(2)
+    sim.generate_day(day, 350, seed=4)
+    s3_client(S3Resource())  # the process's client for this configuration, as an earlier run leaves it
+    built = []
+    real = S3Resource.get_client
+    monkeypatch.setattr(S3Resource, "get_client", lambda self: built.append(1) or real(self))
+    for _ in range(2):  # the second run lists again and finds the day stored
+        assert materialize(day, resources(zoom_env, bucket=bucket), udm=True).success
+    assert built == []
+    assert sum(len(lines) - 1 for lines in s3_day(s3, bucket, day).values()) == 350
+
+    # Two stores wrapping one shared client still refuse to replace an object (the condition is sent once).
+    path, sha = write(tmp_path, "a", b"first")
+    other, other_sha = write(tmp_path, "b", b"second")
+    client = s3_client(S3Resource())
+    S3Store(client, bucket).put_new("k/x", path, content_type="application/gzip", sha256=sha)
+    with pytest.raises(KeyTaken):
+        S3Store(client, bucket).put_new("k/x", other, content_type="application/gzip", sha256=other_sha)

@@ -29,7 +29,7 @@ from zoom_pipeline.confirmation import DayState
 from zoom_pipeline.constants import DEFAULT_LOCAL_STORE_DIR, PART_SUFFIX
 from zoom_pipeline.ledger import StoredMultiset, line_digests, line_time
 from zoom_pipeline.sources import OPERATION_LOGS, Source
-from zoom_pipeline.storage import KeyTaken, LocalStore, ObjectStore, S3Store, file_sha256
+from zoom_pipeline.storage import KeyTaken, LocalStore, ObjectStore, S3Store, file_sha256, s3_client
 
 MANIFEST_SUFFIX = ".manifest.json"
 GZIP_LEVEL = 6
@@ -377,7 +377,7 @@ class ZoomStore(dg.ConfigurableResource):
 
     def days(self, source: Source = OPERATION_LOGS) -> DayStore:
         if self.s3_bucket:
-            store = S3Store(self.s3.get_client(), self.s3_bucket, sse_kms_key_id=self.sse_kms_key_id or None)
+            store = S3Store(s3_client(self.s3), self.s3_bucket, sse_kms_key_id=self.sse_kms_key_id or None)
         else:
             store = LocalStore(self.local_dir)
         prefix, udm_prefix, manifest_prefix = (

@@ -8,8 +8,9 @@ against a racing run and a retried write whose success response was lost.
 import hashlib
 import os
 import tempfile
+import threading
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
@@ -40,6 +41,27 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def s3_client(resource) -> Any:
+    """`resource.get_client()` (a dagster-aws S3Resource), built once per configuration in this process.
+
+    dagster-aws builds a new boto3 session at every call and with it parses botocore's S3 model again
+    (a tenth of a second of CPU each time), and a run asks at every step, the IO manager at every output.
+    boto3 clients are thread-safe, and one built from the standard chain refreshes expiring credentials
+    itself. The key is the resource's settings and the AWS_* environment the chain reads (endpoint,
+    profile, keys, config files), so a changed setting gets a client of its own; it stays in memory only.
+    """
+    aws_env = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+    key = repr((type(resource).__name__, sorted(resource.model_dump().items()), aws_env))
+    with _clients_lock:
+        if key not in _clients:
+            _clients[key] = resource.get_client()
+        return _clients[key]
+
+
 class S3Store:
     """An S3 bucket through a boto3 client (standard credential chain, AWS_ENDPOINT_URL honoured)."""
 
@@ -49,9 +71,11 @@ class S3Store:
         self.sse_kms_key_id = sse_kms_key_id
         # boto3's managed transfer has no IfNoneMatch argument; add the condition to the two calls
         # that create objects (single PUT, and the completion of a multipart upload).
+        # (unique ids: a shared client (`s3_client`) gets each handler once, however many stores wrap it)
         events = client.meta.events
-        events.register("before-parameter-build.s3.PutObject", _if_none_match)
-        events.register("before-parameter-build.s3.CompleteMultipartUpload", _if_none_match)
+        for operation in ("PutObject", "CompleteMultipartUpload"):
+            events.register(f"before-parameter-build.s3.{operation}", _if_none_match,
+                            unique_id=f"zoom_pipeline.if_none_match.{operation}")
         # Parts above 16 MiB go multipart, 8 MiB chunks, two in flight: at most ~16 MiB buffered.
         self.transfer_config = TransferConfig(
             multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2

@@ -22,10 +22,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m zoom_pipeline.demo
 
-# Four workers on two cores: most of the suite waits (servers starting, daemon ticks, rate limits); work
-# stealing keeps the few minute-long daemon tests from ending the run alone.
+# Four workers on two cores: much of the suite waits (servers starting, daemon ticks, rate limits). Tests go
+# out one at a time, the daemon tests first (tests/conftest.py), so no worker ends the run alone.
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 4 --dist worksteal
+	$(PY) -m pytest -n 4 --dist load --maxschedchunk 1
 
 quick: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not io"

@@ -25,6 +25,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if IO_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.io)
+    # Tests that wait on a Dagster daemon's ticks (one to two minutes each, little CPU) go first: `make test`
+    # hands tests out one at a time, so each starts on a worker of its own at once and its waits overlap
+    # the rest of the suite instead of ending it.
+    items.sort(key=lambda item: item.get_closest_marker("daemon") is None)
 
 
 @pytest.fixture(scope="session")

@@ -441,6 +441,7 @@ def wait_for(what: str, condition, timeout: float, daemon):
     pytest.fail(f"{what} within {timeout:.0f}s; daemon log: {daemon.log_path}")
 
 
+@pytest.mark.daemon
 def test_the_daemon_posts_one_message_per_failed_day_and_per_failed_check(
     sim, alert_env, receiver, tmp_path, services, monkeypatch
 ):

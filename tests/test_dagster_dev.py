@@ -63,6 +63,7 @@ def wait_until_up(url: str, proc, timeout: float = 60) -> None:
     pytest.fail(f"dagster dev did not answer /server_info within {timeout}s; log: {proc.log_path}")
 
 
+@pytest.mark.daemon
 def test_dagster_dev_serves_the_pipeline_and_stops_on_sigterm(sim, zoom_env, bucket, s3, tmp_path, services):
     days = [days_ago(3), days_ago(4)]
     for n, day in enumerate(days):
@@ -154,6 +155,7 @@ def range_of(run: dict) -> tuple[str, str]:
     return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
 
 
+@pytest.mark.daemon
 def test_a_backfill_stopped_by_the_budget_continues_from_failure_after_the_reset(
     sim, zoom_env, bucket, s3, tmp_path, services
 ):

@@ -47,6 +47,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return peak
 
 
+@pytest.mark.daemon
 def test_daemon_backfill_on_postgres_lands_every_day_exactly_within_the_pool(
     postgres, sim, zoom_env, bucket, s3, tmp_path, monkeypatch, services
 ):

@@ -25,10 +25,13 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if IO_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.io)
-    # Tests that wait on a Dagster daemon's ticks (one to two minutes each, little CPU) go first: `make test`
-    # hands tests out one at a time, so each starts on a worker of its own at once and its waits overlap
-    # the rest of the suite instead of ending it.
-    items.sort(key=lambda item: item.get_closest_marker("daemon") is None)
+    # Tests that wait on a Dagster daemon's ticks (one to two minutes each, little CPU) start first, one per
+    # worker, so their waits overlap the rest of the suite instead of ending it: `make test` deals tests out
+    # one at a time after a first hand of two to each worker, so each daemon test is dealt with one other.
+    daemon = [item for item in items if item.get_closest_marker("daemon")]
+    rest = [item for item in items if not item.get_closest_marker("daemon")]
+    first_hands = [item for pair in zip(daemon, rest, strict=False) for item in pair]
+    items[:] = first_hands + rest[len(daemon):]
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -n 4 --dist load --maxschedchunk 1
 
 quick: $(VENV)/.installed
-	$(PY) -m pytest -q -m "not io"
+	$(PY) -m pytest -q -m "not io" -n 2
 
 bench: $(VENV)/.installed
 	$(PY) bench/benchmark.py

@@ -7,7 +7,7 @@ from tests.helpers import days_ago, materialize, resources, s3_day
 from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256, s3_client
 
 
-@pytest.fixture(params=["s3", "local"])
+@pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.io), "local"])  # s3: a server, so `io`
 def store(request, tmp_path):
     if request.param == "s3":
         s3 = request.getfixturevalue("s3")

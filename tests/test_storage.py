@@ -1,5 +1,7 @@
 """Append-only stores: a key is created once; repeating the same write is harmless, a different one is refused."""
 
+import os
+
 import pytest
 from dagster_aws.s3 import S3Resource
 
@@ -54,12 +56,21 @@ def test_local_store_hides_interrupted_writes(tmp_path):
     assert store.list("p/") == []
 
 
-def test_the_store_client_is_built_once_per_configuration_and_environment(aws_env, monkeypatch):
+def test_the_store_client_is_built_once_per_configuration_and_environment(aws_env, monkeypatch, tmp_path):
     first = s3_client(S3Resource())
     assert s3_client(S3Resource()) is first
     assert s3_client(S3Resource(region_name="eu-west-1")) is not first  # another setting, another client
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "another-key")  # another identity from the standard chain
-    assert s3_client(S3Resource()) is not first
+    second = s3_client(S3Resource())
+    assert second is not first
+    # Keys rotated in the credentials file while a code server runs: its sensors get the new ones.
+    credentials = tmp_path / "credentials"
+    credentials.write_text("[default]\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    third = s3_client(S3Resource())
+    assert s3_client(S3Resource()) is third is not second
+    os.utime(credentials, ns=(0, 1))
+    assert s3_client(S3Resource()) is not third
 
 
 def test_a_run_builds_no_s3_client_of_its_own_and_its_writes_stay_create_only(

@@ -51,15 +51,26 @@ def s3_client(resource) -> Any:
     dagster-aws builds a new boto3 session at every call and with it parses botocore's S3 model again
     (a tenth of a second of CPU each time), and a run asks at every step, the IO manager at every output.
     boto3 clients are thread-safe, and one built from the standard chain refreshes expiring credentials
-    itself. The key is the resource's settings and the AWS_* environment the chain reads (endpoint,
-    profile, keys, config files), so a changed setting gets a client of its own; it stays in memory only.
+    itself. The key is the resource's settings, the AWS_* environment the chain reads (endpoint, profile,
+    keys) and when the shared config and credentials files last changed, so a changed setting or rotated
+    keys get a client of their own (a long-lived code server's sensors included); it stays in memory only.
     """
     aws_env = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-    key = repr((type(resource).__name__, sorted(resource.model_dump().items()), aws_env))
+    files = [os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
+             os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")]
+    changed = [_mtime(os.path.expanduser(path)) for path in files]
+    key = repr((type(resource).__name__, sorted(resource.model_dump().items()), aws_env, changed))
     with _clients_lock:
         if key not in _clients:
             _clients[key] = resource.get_client()
         return _clients[key]
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
 
 
 class S3Store:

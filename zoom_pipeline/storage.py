@@ -59,7 +59,8 @@ def s3_client(resource) -> Any:
     files = [os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
              os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")]
     changed = [_mtime(os.path.expanduser(path)) for path in files]
-    key = repr((type(resource).__name__, sorted(resource.model_dump().items()), aws_env, changed))
+    # (the pid too: a forked child must not share its parent's connection pool)
+    key = repr((os.getpid(), type(resource).__name__, sorted(resource.model_dump().items()), aws_env, changed))
     with _clients_lock:
         if key not in _clients:
             _clients[key] = resource.get_client()

@@ -6,6 +6,7 @@ import pytest
 from dagster_aws.s3 import S3Resource
 
 from tests.helpers import days_ago, materialize, resources, s3_day
+from zoom_pipeline import storage
 from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256, s3_client
 
 
@@ -71,6 +72,15 @@ def test_the_store_client_is_built_once_per_configuration_and_environment(aws_en
     assert s3_client(S3Resource()) is third is not second
     os.utime(credentials, ns=(0, 1))
     assert s3_client(S3Resource()) is not third
+
+
+def test_the_client_cache_holds_no_secret_and_stays_small(aws_env, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cache-must-not-hold-this-secret")
+    s3_client(S3Resource(aws_session_token="nor-this-token"))
+    for n in range(storage.MAX_CLIENTS + 4):
+        s3_client(S3Resource(region_name=f"eu-test-{n}"))
+    assert "secret" not in repr(storage._clients) and "token" not in repr(storage._clients)
+    assert len(storage._clients) == storage.MAX_CLIENTS
 
 
 def test_a_run_builds_no_s3_client_of_its_own_and_its_writes_stay_create_only(

@@ -41,6 +41,7 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+MAX_CLIENTS = 16
 _clients: dict[str, Any] = {}
 _clients_lock = threading.Lock()
 
@@ -59,10 +60,14 @@ def s3_client(resource) -> Any:
     files = [os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
              os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")]
     changed = [_mtime(os.path.expanduser(path)) for path in files]
-    # (the pid too: a forked child must not share its parent's connection pool)
-    key = repr((os.getpid(), type(resource).__name__, sorted(resource.model_dump().items()), aws_env, changed))
+    # The pid too: a forked child must not share its parent's connection pool. Hashed: the settings and
+    # the environment hold secrets, which a dump of this module's state must not show.
+    settings = (os.getpid(), type(resource).__name__, sorted(resource.model_dump().items()), aws_env, changed)
+    key = hashlib.sha256(repr(settings).encode()).hexdigest()
     with _clients_lock:
         if key not in _clients:
+            if len(_clients) >= MAX_CLIENTS:  # the oldest goes: keys rotated many times over a long life
+                del _clients[next(iter(_clients))]
             _clients[key] = resource.get_client()
         return _clients[key]
 

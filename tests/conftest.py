@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 import uuid
+from itertools import zip_longest
 from pathlib import Path
 
 import boto3
@@ -30,7 +31,7 @@ def pytest_collection_modifyitems(items):
     # one at a time after a first hand of two to each worker, so each daemon test is dealt with one other.
     daemon = [item for item in items if item.get_closest_marker("daemon")]
     rest = [item for item in items if not item.get_closest_marker("daemon")]
-    first_hands = [item for pair in zip(daemon, rest, strict=False) for item in pair]
+    first_hands = [item for pair in zip_longest(daemon, rest[:len(daemon)]) for item in pair if item]
     items[:] = first_hands + rest[len(daemon):]
 
 

@@ -1,13 +1,13 @@
 """Append-only stores: a key is created once; repeating the same write is harmless, a different one is refused."""
 
-import os
-
 import pytest
+from botocore import UNSIGNED
+from botocore.loaders import JSONFileLoader
 from dagster_aws.s3 import S3Resource
 
 from tests.helpers import days_ago, materialize, resources, s3_day
-from zoom_pipeline import storage
-from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256, s3_client
+from zoom_pipeline.day_store import store_client
+from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256
 
 
 @pytest.fixture(params=[pytest.param("s3", marks=pytest.mark.io), "local"])  # s3: a server, so `io`
@@ -57,39 +57,33 @@ def test_local_store_hides_interrupted_writes(tmp_path):
     assert store.list("p/") == []
 
 
-def test_the_store_client_is_built_once_per_configuration_and_environment(aws_env, monkeypatch, tmp_path):
-    first = s3_client(S3Resource())
-    assert s3_client(S3Resource()) is first
-    assert s3_client(S3Resource(region_name="eu-west-1")) is not first  # another setting, another client
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "another-key")  # another identity from the standard chain
-    second = s3_client(S3Resource())
-    assert second is not first
-    # Keys rotated in the credentials file while a code server runs: its sensors get the new ones.
-    credentials = tmp_path / "credentials"
-    credentials.write_text("[default]\n")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
-    third = s3_client(S3Resource())
-    assert s3_client(S3Resource()) is third is not second
-    os.utime(credentials, ns=(0, 1))
-    assert s3_client(S3Resource()) is not third
+@pytest.mark.parametrize("settings", [{}, {"region_name": "eu-west-1", "max_attempts": 7},
+                                      {"endpoint_url": "http://127.0.0.1:9", "use_unsigned_session": True}])
+def test_the_store_client_is_what_dagster_aws_builds_and_parses_botocores_models_once(aws_env, monkeypatch,
+                                                                                      settings):
+    resource = S3Resource(**settings)
+    ours, theirs = store_client(resource), resource.get_client()
+    assert (ours.meta.region_name, ours.meta.endpoint_url) == (theirs.meta.region_name, theirs.meta.endpoint_url)
+    assert ours.meta.config.retries == theirs.meta.config.retries
+    signer = {"signing_name": "s3", "region_name": "us-east-1", "signature_version": "s3v4", "context": {}}
+    assert [c.meta.events.emit_until_response("choose-signer.s3.ListObjectsV2", **signer)[1]
+            for c in (ours, theirs)] in ([None, None], [UNSIGNED, UNSIGNED])  # signed as usual, or unsigned
+    assert hasattr(ours, "upload_file")  # boto3's managed transfer, which put_new uses
 
-
-def test_the_client_cache_holds_no_secret_and_stays_small(aws_env, monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cache-must-not-hold-this-secret")
-    s3_client(S3Resource(aws_session_token="nor-this-token"))
-    for n in range(storage.MAX_CLIENTS + 1):
-        s3_client(S3Resource(region_name=f"eu-test-{n}"))
-    assert "secret" not in repr(storage._clients) and "token" not in repr(storage._clients)
-    assert len(storage._clients) == storage.MAX_CLIENTS
+    parsed = []
+    real = JSONFileLoader._load_file
+    monkeypatch.setattr(JSONFileLoader, "_load_file", lambda self, *a: parsed.append(a) or real(self, *a))
+    again = store_client(resource)
+    assert parsed == [] and again is not ours  # a client of its own (credentials resolved afresh), no parsing
 
 
 def test_a_run_builds_no_s3_client_of_its_own_and_its_writes_stay_create_only(
     sim, zoom_env, bucket, s3, tmp_path, monkeypatch
 ):
-    """dagster-aws parses botocore's S3 model at every get_client(); the store's steps and outputs share one."""
+    """dagster-aws parses botocore's S3 model at every get_client(); the store builds its clients on models
+    parsed once per process."""
     day = days_ago(2)
     sim.generate_day(day, 350, seed=4)
-    s3_client(S3Resource())  # the process's client for this configuration, as an earlier run leaves it
     built = []
     real = S3Resource.get_client
     monkeypatch.setattr(S3Resource, "get_client", lambda self: built.append(1) or real(self))
@@ -98,10 +92,10 @@ def test_a_run_builds_no_s3_client_of_its_own_and_its_writes_stay_create_only(
     assert built == []
     assert sum(len(lines) - 1 for lines in s3_day(s3, bucket, day).values()) == 350
 
-    # Two stores wrapping one shared client still refuse to replace an object (the condition is sent once).
+    # A store on such a client still refuses to replace an object.
     path, sha = write(tmp_path, "a", b"first")
     other, other_sha = write(tmp_path, "b", b"second")
-    client = s3_client(S3Resource())
-    S3Store(client, bucket).put_new("k/x", path, content_type="application/gzip", sha256=sha)
+    S3Store(store_client(S3Resource()), bucket).put_new("k/x", path, content_type="application/gzip", sha256=sha)
     with pytest.raises(KeyTaken):
-        S3Store(client, bucket).put_new("k/x", other, content_type="application/gzip", sha256=other_sha)
+        S3Store(store_client(S3Resource()), bucket).put_new("k/x", other, content_type="application/gzip",
+                                                            sha256=other_sha)

@@ -24,6 +24,7 @@ from queue import Queue
 import dagster as dg
 import orjson
 from dagster_aws.s3 import S3Resource
+from dagster_aws.utils import construct_boto_client_retry_config
 
 from zoom_pipeline.confirmation import DayState
 from zoom_pipeline.constants import DEFAULT_LOCAL_STORE_DIR, PART_SUFFIX
@@ -365,6 +366,22 @@ def manifest(store: DayStore, day: str, key: str, part: TempPart, *, run_id: str
     }
 
 
+def store_client(resource: S3Resource):
+    """What `resource.get_client()` returns (dagster-aws), built on the process's parsed models (storage.py)."""
+    return s3_client(
+        profile_name=resource.profile_name,
+        unsigned=resource.use_unsigned_session,
+        region_name=resource.region_name,
+        endpoint_url=resource.endpoint_url,
+        use_ssl=resource.use_ssl,
+        verify=resource.verify,
+        aws_access_key_id=resource.aws_access_key_id,
+        aws_secret_access_key=resource.aws_secret_access_key,
+        aws_session_token=resource.aws_session_token,
+        config=construct_boto_client_retry_config(resource.max_attempts),
+    )
+
+
 class ZoomStore(dg.ConfigurableResource):
     """Where days are stored: an S3 bucket, or with `s3_bucket` empty the same layout in `local_dir`."""
 
@@ -377,7 +394,7 @@ class ZoomStore(dg.ConfigurableResource):
 
     def days(self, source: Source = OPERATION_LOGS) -> DayStore:
         if self.s3_bucket:
-            store = S3Store(s3_client(self.s3), self.s3_bucket, sse_kms_key_id=self.sse_kms_key_id or None)
+            store = S3Store(store_client(self.s3), self.s3_bucket, sse_kms_key_id=self.sse_kms_key_id or None)
         else:
             store = LocalStore(self.local_dir)
         prefix, udm_prefix, manifest_prefix = (

@@ -5,16 +5,20 @@ its key is free (S3 `If-None-Match: *`, a hard link locally), which is what make
 against a racing run and a retried write whose success response was lost.
 """
 
+import functools
 import hashlib
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import boto3
+import botocore.session
 from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
+from botocore.handlers import disable_signing
+from botocore.loaders import JSONFileLoader, create_loader
 
 SHA256_META = "sha256"
 
@@ -41,42 +45,37 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-MAX_CLIENTS = 16
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
+@functools.cache
+def _parsed(file_path: str):
+    return JSONFileLoader().load_file(file_path)
 
 
-def s3_client(resource) -> Any:
-    """`resource.get_client()` (a dagster-aws S3Resource), built once per configuration in this process.
+class _ParsedOnce(JSONFileLoader):
+    """botocore's model files, each parsed once per process and shared by every session's loader."""
 
-    dagster-aws builds a new boto3 session at every call and with it parses botocore's S3 model again
-    (a tenth of a second of CPU each time), and a run asks at every step, the IO manager at every output.
-    boto3 clients are thread-safe, and one built from the standard chain refreshes expiring credentials
-    itself. The key is the resource's settings, the AWS_* environment the chain reads (endpoint, profile,
-    keys) and when the shared config and credentials files last changed, so a changed setting or rotated
-    keys get a client of their own (a long-lived code server's sensors included); it stays in memory only.
+    def load_file(self, file_path):
+        return _parsed(file_path)
+
+
+_PARSED_ONCE = _ParsedOnce()
+
+
+def s3_client(*, profile_name: str | None = None, unsigned: bool = False, **settings) -> Any:
+    """A boto3 S3 client in a boto3 session of its own, as dagster-aws builds one: credentials (the standard
+    chain, a credential process, a role), endpoint, region and proxies are resolved afresh for each client.
+
+    Only botocore's model files are shared: every new session parses the S3 model again (a tenth of a
+    second of CPU), and the store asks for a client at every step and output, a sensor at every tick.
+    `settings` are `boto3.client`'s (region_name, endpoint_url, aws_access_key_id, config, ...).
     """
-    aws_env = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-    files = [os.environ.get("AWS_CONFIG_FILE", "~/.aws/config"),
-             os.environ.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials")]
-    changed = [_mtime(os.path.expanduser(path)) for path in files]
-    # The pid too: a forked child must not share its parent's connection pool. Hashed: the settings and
-    # the environment hold secrets, which a dump of this module's state must not show.
-    settings = (os.getpid(), type(resource).__name__, sorted(resource.model_dump().items()), aws_env, changed)
-    key = hashlib.sha256(repr(settings).encode()).hexdigest()
-    with _clients_lock:
-        if key not in _clients:
-            if len(_clients) >= MAX_CLIENTS:  # the oldest goes: keys rotated many times over a long life
-                del _clients[next(iter(_clients))]
-            _clients[key] = resource.get_client()
-        return _clients[key]
-
-
-def _mtime(path: str) -> int | None:
-    try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
+    core = botocore.session.get_session()
+    loader = create_loader(core.get_config_variable("data_path"))  # AWS_DATA_PATH honoured, as botocore does
+    loader.file_loader = _PARSED_ONCE
+    core.register_component("data_loader", loader)
+    client = boto3.session.Session(botocore_session=core, profile_name=profile_name).client("s3", **settings)
+    if unsigned:
+        client.meta.events.register("choose-signer.s3.*", disable_signing)
+    return client
 
 
 class S3Store:
@@ -88,11 +87,9 @@ class S3Store:
         self.sse_kms_key_id = sse_kms_key_id
         # boto3's managed transfer has no IfNoneMatch argument; add the condition to the two calls
         # that create objects (single PUT, and the completion of a multipart upload).
-        # (unique ids: a shared client (`s3_client`) gets each handler once, however many stores wrap it)
         events = client.meta.events
-        for operation in ("PutObject", "CompleteMultipartUpload"):
-            events.register(f"before-parameter-build.s3.{operation}", _if_none_match,
-                            unique_id=f"zoom_pipeline.if_none_match.{operation}")
+        events.register("before-parameter-build.s3.PutObject", _if_none_match)
+        events.register("before-parameter-build.s3.CompleteMultipartUpload", _if_none_match)
         # Parts above 16 MiB go multipart, 8 MiB chunks, two in flight: at most ~16 MiB buffered.
         self.transfer_config = TransferConfig(
             multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2

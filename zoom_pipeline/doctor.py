@@ -355,16 +355,17 @@ def _shown(url: str) -> str:
 
 
 def s3_client(store: Any, env: Mapping[str, str]):
-    """The boto3 client of the store's S3Resource as `S3Resource.get_client()` builds it (same session,
-    profile, region, endpoint and credentials: boto3's standard chain, AWS_ENDPOINT_URL honoured), with the
-    doctor's short timeouts and a single retry."""
-    import boto3
+    """The client `ZoomStore` would build from its S3Resource (same profile, region, endpoint and
+    credentials: boto3's standard chain, AWS_ENDPOINT_URL honoured), with the doctor's short timeouts and a
+    single retry."""
     from botocore.config import Config
 
+    from zoom_pipeline.storage import s3_client as new_s3_client
+
     res = store.s3
-    session = boto3.session.Session(profile_name=_resolve(res.profile_name, env) or None)
-    return session.client(
-        "s3",
+    return new_s3_client(
+        profile_name=_resolve(res.profile_name, env) or None,
+        unsigned=res.use_unsigned_session,
         region_name=_resolve(res.region_name, env) or None,
         use_ssl=res.use_ssl,
         verify=res.verify,

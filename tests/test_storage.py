@@ -70,11 +70,13 @@ def test_the_store_client_is_what_dagster_aws_builds_and_parses_botocores_models
             for c in (ours, theirs)] in ([None, None], [UNSIGNED, UNSIGNED])  # signed as usual, or unsigned
     assert hasattr(ours, "upload_file")  # boto3's managed transfer, which put_new uses
 
-    parsed = []
-    real = JSONFileLoader._load_file
-    monkeypatch.setattr(JSONFileLoader, "_load_file", lambda self, *a: parsed.append(a) or real(self, *a))
+    parsed, looked_up = [], []
+    real_load, real_exists = JSONFileLoader._load_file, JSONFileLoader.exists
+    monkeypatch.setattr(JSONFileLoader, "_load_file", lambda self, *a: parsed.append(a) or real_load(self, *a))
+    monkeypatch.setattr(JSONFileLoader, "exists", lambda self, p: looked_up.append(p) or real_exists(self, p))
     again = store_client(resource)
-    assert parsed == [] and again is not ours  # a client of its own (credentials resolved afresh), no parsing
+    # A client of its own (credentials resolved afresh), with no model file parsed or looked up again.
+    assert parsed == [] and looked_up == [] and again is not ours
 
 
 def test_a_run_builds_no_s3_client_of_its_own_and_its_writes_stay_create_only(

@@ -18,7 +18,7 @@ from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 from botocore.handlers import disable_signing
-from botocore.loaders import JSONFileLoader, create_loader
+from botocore.loaders import JSONFileLoader, Loader
 
 SHA256_META = "sha256"
 
@@ -50,28 +50,49 @@ def _parsed(file_path: str):
     return JSONFileLoader().load_file(file_path)
 
 
+@functools.cache
+def _exists(file_path: str) -> bool:
+    return JSONFileLoader().exists(file_path)
+
+
 class _ParsedOnce(JSONFileLoader):
-    """botocore's model files, each parsed once per process and shared by every session's loader."""
+    """botocore's model files, each looked up and parsed once per process for every session's loader."""
+
+    def exists(self, file_path):
+        return _exists(file_path)
 
     def load_file(self, file_path):
         return _parsed(file_path)
 
 
 _PARSED_ONCE = _ParsedOnce()
+_services: dict[tuple, list[str]] = {}
+
+
+class _SharedModels(Loader):
+    """botocore's Loader on the files above; the list of services (a walk of every service's folder that
+    each new loader makes before it loads a model) is also made once per set of search paths."""
+
+    def list_available_services(self, type_name):
+        key = (tuple(self.search_paths), type_name)
+        if key not in _services:
+            _services[key] = super().list_available_services(type_name)
+        return list(_services[key])
 
 
 def s3_client(*, profile_name: str | None = None, unsigned: bool = False, **settings) -> Any:
     """A boto3 S3 client in a boto3 session of its own, as dagster-aws builds one: credentials (the standard
     chain, a credential process, a role), endpoint, region and proxies are resolved afresh for each client.
 
-    Only botocore's model files are shared: every new session parses the S3 model again (a tenth of a
-    second of CPU), and the store asks for a client at every step and output, a sensor at every tick.
+    Only botocore's model files are shared: every new session looks them up and parses the S3 model again
+    (a tenth of a second of CPU), and the store asks for a client at every step and output, a sensor at
+    every tick.
     `settings` are `boto3.client`'s (region_name, endpoint_url, aws_access_key_id, config, ...).
     """
     core = botocore.session.get_session()
-    loader = create_loader(core.get_config_variable("data_path"))  # AWS_DATA_PATH honoured, as botocore does
-    loader.file_loader = _PARSED_ONCE
-    core.register_component("data_loader", loader)
+    data_path = core.get_config_variable("data_path")  # AWS_DATA_PATH, read as botocore's create_loader reads it
+    extra = [os.path.expanduser(os.path.expandvars(p)) for p in data_path.split(os.pathsep)] if data_path else []
+    core.register_component("data_loader", _SharedModels(extra_search_paths=extra, file_loader=_PARSED_ONCE))
     client = boto3.session.Session(botocore_session=core, profile_name=profile_name).client("s3", **settings)
     if unsigned:
         client.meta.events.register("choose-signer.s3.*", disable_signing)

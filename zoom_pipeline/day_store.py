@@ -366,19 +366,22 @@ def manifest(store: DayStore, day: str, key: str, part: TempPart, *, run_id: str
     }
 
 
-def store_client(resource: S3Resource):
-    """What `resource.get_client()` returns (dagster-aws), built on the process's parsed models (storage.py)."""
+def store_client(resource: S3Resource, *, resolve=lambda value: value, config=None):
+    """What `resource.get_client()` returns (dagster-aws), built on the process's parsed models (storage.py).
+
+    The doctor passes `resolve` (its environment's reading of EnvVar settings) and `config` (its timeouts).
+    """
     return s3_client(
-        profile_name=resource.profile_name,
+        profile_name=resolve(resource.profile_name),
         unsigned=resource.use_unsigned_session,
-        region_name=resource.region_name,
-        endpoint_url=resource.endpoint_url,
+        region_name=resolve(resource.region_name),
+        endpoint_url=resolve(resource.endpoint_url),
         use_ssl=resource.use_ssl,
         verify=resource.verify,
-        aws_access_key_id=resource.aws_access_key_id,
-        aws_secret_access_key=resource.aws_secret_access_key,
-        aws_session_token=resource.aws_session_token,
-        config=construct_boto_client_retry_config(resource.max_attempts),
+        aws_access_key_id=resolve(resource.aws_access_key_id),
+        aws_secret_access_key=resolve(resource.aws_secret_access_key),
+        aws_session_token=resolve(resource.aws_session_token),
+        config=config or construct_boto_client_retry_config(resource.max_attempts),
     )
 
 

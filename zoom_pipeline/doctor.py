@@ -355,24 +355,15 @@ def _shown(url: str) -> str:
 
 
 def s3_client(store: Any, env: Mapping[str, str]):
-    """The client `ZoomStore` would build from its S3Resource (same profile, region, endpoint and
-    credentials: boto3's standard chain, AWS_ENDPOINT_URL honoured), with the doctor's short timeouts and a
-    single retry."""
+    """The client `ZoomStore` builds from its S3Resource (same profile, region, endpoint and credentials:
+    boto3's standard chain, AWS_ENDPOINT_URL honoured), with the doctor's short timeouts and a single retry."""
     from botocore.config import Config
 
-    from zoom_pipeline.storage import s3_client as new_s3_client
+    from zoom_pipeline.day_store import store_client
 
-    res = store.s3
-    return new_s3_client(
-        profile_name=_resolve(res.profile_name, env) or None,
-        unsigned=res.use_unsigned_session,
-        region_name=_resolve(res.region_name, env) or None,
-        use_ssl=res.use_ssl,
-        verify=res.verify,
-        endpoint_url=_resolve(res.endpoint_url, env) or None,
-        aws_access_key_id=_resolve(res.aws_access_key_id, env) or None,
-        aws_secret_access_key=_resolve(res.aws_secret_access_key, env) or None,
-        aws_session_token=_resolve(res.aws_session_token, env) or None,
+    return store_client(
+        store.s3,
+        resolve=lambda value: _resolve(value, env) or None,
         config=Config(connect_timeout=TIMEOUT_SECONDS, read_timeout=TIMEOUT_SECONDS, retries={"max_attempts": 1}),
     )
 

@@ -14,8 +14,7 @@ from typing import IO, Any, Protocol
 
 import boto3
 import botocore.session
-from boto3.exceptions import S3UploadFailedError
-from boto3.s3.transfer import TransferConfig
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
 from botocore.exceptions import ClientError
 from botocore.handlers import disable_signing
 from botocore.loaders import JSONFileLoader, Loader
@@ -132,11 +131,13 @@ class S3Store:
         extra = {"ContentType": content_type, "Metadata": {SHA256_META: sha256}}
         if self.sse_kms_key_id:
             extra |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.sse_kms_key_id}
+        # boto3's managed transfer, driven directly: `client.upload_file` would wrap the ClientError in an
+        # S3UploadFailedError, leaving its code to be dug out of the exception chain.
         try:
-            self.client.upload_file(path, self.bucket, key, ExtraArgs=extra, Config=self.transfer_config)
-        except S3UploadFailedError as exc:  # the managed transfer wraps the ClientError of its workers
-            cause = exc.__cause__ or exc.__context__
-            if not (isinstance(cause, ClientError) and _error_code(cause) in _KEY_TAKEN_CODES):
+            with create_transfer_manager(self.client, self.transfer_config) as transfer:
+                transfer.upload(path, self.bucket, key, extra_args=extra).result()
+        except ClientError as exc:
+            if _error_code(exc) not in _KEY_TAKEN_CODES:
                 raise
             # The key exists (or a racing write of it is in flight: 409). If it holds our bytes, an
             # earlier attempt of this very write succeeded and only its response was lost: that is

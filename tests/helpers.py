@@ -1,12 +1,16 @@
 """Shared test helpers: run a partition, and read back exactly what a day holds."""
 
 import gzip
+import http.client
 import random
 import socket
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import orjson
@@ -344,3 +348,62 @@ def user_project(tmp_path, monkeypatch, components: dict[str, str]) -> dg.Defini
         for name in [m for m in sys.modules if m.startswith(package)]:
             del sys.modules[name]
 
+
+
+class HttpForwarder:
+    """An HTTP server on 127.0.0.1 that passes each request on and its answer back, noting the host it went to.
+
+    With `upstream` (host, port) it stands in front of one server (AWS_ENDPOINT_URL points at it); without, it is
+    a forward proxy (HTTP_PROXY points at it) and sends each absolute-form request to the host it names.
+    `drop` names request headers it leaves out (If-None-Match: a store that ignores create-only writes).
+    """
+
+    def __init__(self, upstream: tuple[str, int] | None = None, drop: tuple[str, ...] = ()):
+        seen: list[str] = []
+        skip = {"connection", "proxy-connection", *(h.lower() for h in drop)}
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def forward(self):
+                url = urlsplit(self.path)  # absolute-form when it comes as a forward proxy
+                host = f"{upstream[0]}:{upstream[1]}" if upstream else url.netloc
+                target = self.path if upstream else url.path + (f"?{url.query}" if url.query else "")
+                seen.append(host)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                conn = http.client.HTTPConnection(host, timeout=30)
+                try:
+                    conn.request(self.command, target, body=body, headers=headers)
+                    answer = conn.getresponse()
+                    data = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                for k, v in answer.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+
+            def log_message(self, *args):
+                pass
+
+        self.seen = seen
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)

@@ -24,6 +24,7 @@ from dagster_aws.s3 import S3Resource
 
 from tests.helpers import (
     FAKE_AWS,
+    HttpForwarder,
     api_listing,
     canonical,
     days_ago,
@@ -240,55 +241,6 @@ def test_a_new_aws_endpoint_url_sends_the_next_run_to_the_new_store(
     assert [stored_records(two, bucket, d) for d in (before, after)] == [0, 26]
 
 
-class ForwardProxy:
-    """A plain-HTTP forward proxy (absolute-form request lines) that notes the host of each request."""
-
-    def __init__(self):
-        import http.client
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import urlsplit
-
-        seen = self.seen = []
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def forward(self):
-                url = urlsplit(self.path)
-                seen.append(url.netloc)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection",)}
-                upstream = http.client.HTTPConnection(url.netloc, timeout=30)
-                try:
-                    upstream.request(self.command, url.path + (f"?{url.query}" if url.query else ""),
-                                     body=body, headers=headers)
-                    answer = upstream.getresponse()
-                    data = answer.read()
-                finally:
-                    upstream.close()
-                self.send_response(answer.status)
-                for k, v in answer.getheaders():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_an_http_proxy_set_after_a_first_run_carries_the_next_runs_requests(
     sim, zoom_env, bucket, s3, aws_env, monkeypatch
 ):
@@ -302,7 +254,7 @@ def test_an_http_proxy_set_after_a_first_run_carries_the_next_runs_requests(
     res = resources(zoom_env, bucket=bucket)
     assert materialize(first, res).success
 
-    proxy = ForwardProxy()
+    proxy = HttpForwarder()
     try:
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         result = materialize(second, res)

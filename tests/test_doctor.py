@@ -3,7 +3,6 @@ server process, a Dagster instance in a temporary DAGSTER_HOME), in-process thro
 runs it (`python -m zoom_pipeline.doctor`, `.venv/bin/zoom-pipeline doctor`)."""
 
 import gzip
-import http.client
 import io
 import json
 import os
@@ -11,16 +10,14 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.helpers import REPO, SIM_SECRET, days_ago, free_port
+from tests.helpers import REPO, SIM_SECRET, HttpForwarder, days_ago, free_port
 from zoom_pipeline import doctor
 from zoom_pipeline.accounts import DEFAULT_ACCOUNT
 from zoom_pipeline.doctor import main
@@ -240,53 +237,16 @@ def test_unreachable_zoom_says_host_and_why_within_seconds_and_s3_is_still_check
 # ---- S3 ------------------------------------------------------------------------------------------------
 
 
-class _StripIfNoneMatch(BaseHTTPRequestHandler):
-    """Forwards every request to the S3 server without its If-None-Match header: a store that ignores it."""
-
-    upstream: tuple[str, int]
-
-    def _forward(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("if-none-match", "connection")}
-        conn = http.client.HTTPConnection(*self.upstream, timeout=10)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        finally:
-            conn.close()
-        self.send_response(resp.status)
-        for k, v in resp.getheaders():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def ignoring_store(aws_env, monkeypatch):
     """A proxy on 127.0.0.1 in front of the S3 server that drops If-None-Match; AWS_ENDPOINT_URL points at it."""
     upstream = urlsplit(aws_env)
-    handler = type("Handler", (_StripIfNoneMatch,), {"upstream": (upstream.hostname, upstream.port)})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    proxy = HttpForwarder(upstream=(upstream.hostname, upstream.port), drop=("If-None-Match",))
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     try:
-        yield server.server_address[1]
+        yield proxy.port
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+        proxy.close()
 
 
 def test_a_store_that_ignores_if_none_match_fails_with_why(healthy, ignoring_store, s3):

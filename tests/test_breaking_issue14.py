@@ -1,6 +1,6 @@
 """A second reader tries to break the multi-account support (ZOOM_ACCOUNTS_FILE, the ZoomAccount component):
 odd names and YAML, prefixes that meet, accounts in one simulator at once, automation with one account busy
-or failing, and secrets in the event log. A test marked xfail(strict) pins a defect found here."""
+or failing, and secrets in the event log."""
 
 import json
 import os
@@ -629,15 +629,33 @@ def test_a_component_refuses_a_boolean_limit_as_the_file_does(tmp_path, monkeypa
     assert attribute in str(root_cause(raised.value))
 
 
-@pytest.mark.xfail(strict=True, reason="Two ZoomAccount components sharing a bucket may give the same prefixes "
-                   "(beta's s3_prefix = acme's), which the accounts file refuses as days that would mix; the "
-                   "components load and write both accounts' days into one feed.")
-def test_two_components_with_one_prefix_in_one_bucket_are_refused(tmp_path, monkeypatch):
-    with pytest.raises(Exception) as raised:
+@pytest.mark.parametrize(("beta", "how"), [
+    ({"s3_prefix": "zoom/acme/operationlogs/"}, "the same prefix"),
+    ({"s3_prefix": "zoom/"}, "prefixes inside one another"),
+    ({"udm_s3_prefix": "zoom/acme/operationlogs/udm/"}, "prefixes inside one another"),
+])
+def test_two_components_whose_prefixes_meet_in_one_bucket_never_load(tmp_path, monkeypatch, beta, how):
+    """As the accounts file refuses two entries whose days would mix, so are two components of one defs folder."""
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - Dagster wraps the cause in a tree of where it failed
         user_project(tmp_path, monkeypatch, {"a": component("acme", s3_bucket="logs"),
-                                             "b": component("beta", s3_bucket="logs",
-                                                            s3_prefix="zoom/acme/operationlogs/")})
-    assert "prefix" in str(root_cause(raised.value))
+                                             "b": component("beta", s3_bucket="logs", **beta)})
+    message = str(root_cause(raised.value))
+    assert message.startswith("The ZoomAccount component at ")
+    assert f"/defs/b: accounts acme and beta have {how}" in message
+    assert "in one bucket, so their days would mix" in message
+
+
+def test_components_with_one_prefix_in_two_buckets_load_and_a_project_loads_again_in_one_process(
+    tmp_path, monkeypatch
+):
+    """Prefixes meet only within a bucket; and what one load of a defs folder has seen is not held against the
+    next load of it (a code server reloading, `dg` listing defs): each load sees its own components only."""
+    components = {"a": component("acme", s3_bucket="logs"),
+                  "b": component("beta", s3_bucket="other-logs", s3_prefix="zoom/acme/operationlogs/")}
+    for load in ("first", "second"):
+        (tmp_path / load).mkdir()
+        defs = user_project(tmp_path / load, monkeypatch, components)
+        assert {k.path[0] for k in defs.resolve_all_asset_keys()} == {"acme", "beta"}
 
 
 def test_components_acme_and_store_acme_sit_side_by_side(tmp_path, monkeypatch):

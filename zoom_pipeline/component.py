@@ -21,7 +21,7 @@ import os
 import dagster as dg
 from pydantic import StrictFloat, StrictInt
 
-from zoom_pipeline.accounts import FILE_KEYS, AccountsFileError, account_entry
+from zoom_pipeline.accounts import FILE_KEYS, Account, AccountsFileError, account_entry, check_apart
 from zoom_pipeline.alerts import build_alert_sensors
 from zoom_pipeline.automation import build_automation
 from zoom_pipeline.checks import freshness_deadline_hour
@@ -51,10 +51,16 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         env = os.environ
         settings = {key: getattr(self, key) for key in FILE_KEYS if getattr(self, key) is not None}
+        where = f"The {type(self).__name__} component at {context.path}"
         try:
-            account = account_entry(f"The {type(self).__name__} component at {context.path}", self.name, settings)
+            account = account_entry(where, self.name, settings)
+            # Components load one by one; the ones of this project's defs folder are held apart as the
+            # accounts file holds its entries apart: one name each, prefixes that never meet in one bucket.
+            siblings = _accounts_of_this_load(context)
+            check_apart([a for path, a in siblings.items() if path != context.path] + [account], env, where)
         except AccountsFileError as exc:
             raise ValueError(str(exc)) from None
+        siblings[context.path] = account
         partitions = build_daily_partitions(account.logs_start_date) if account.logs_start_date else daily_partitions
         automation = build_automation([account], cron_schedule=daily_cron(env), partitions_def=partitions,
                                       deadline_hour=freshness_deadline_hour(env.get("ZOOM_FRESHNESS_DEADLINE_HOUR")),
@@ -64,3 +70,10 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
             dg.Definitions(jobs=automation.jobs, schedules=automation.schedules,
                            sensors=automation.sensors + build_alert_sensors([account], env, prefix=f"{account.name}_")),
         )
+
+
+def _accounts_of_this_load(context: dg.ComponentLoadContext) -> dict:
+    """The accounts of the ZoomAccount components built so far from this defs folder, by component path:
+    kept on the component tree, which one load of a project's definitions builds and then drops."""
+    accounts: dict[object, Account] = context.component_tree.__dict__.setdefault("_zoom_pipeline_accounts", {})
+    return accounts

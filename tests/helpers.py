@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -350,22 +351,28 @@ def user_project(tmp_path, monkeypatch, components: dict[str, str]) -> dg.Defini
 
 
 
+Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
+
+
 class HttpForwarder:
     """An HTTP server on 127.0.0.1 that passes each request on and its answer back, noting the host it went to.
 
     With `upstream` (host, port) it stands in front of one server (AWS_ENDPOINT_URL points at it); without, it is
     a forward proxy (HTTP_PROXY points at it) and sends each absolute-form request to the host it names.
     `drop` names request headers it leaves out (If-None-Match: a store that ignores create-only writes).
+    `answer(command, target, forward)` may stand between: it calls `forward()` or not, and returns the answer
+    to give, or None to close the connection unanswered (a response lost on the way back).
     """
 
-    def __init__(self, upstream: tuple[str, int] | None = None, drop: tuple[str, ...] = ()):
+    def __init__(self, upstream: tuple[str, int] | None = None, drop: tuple[str, ...] = (),
+                 answer: Callable[[str, str, Callable[[], Answer]], Answer | None] | None = None):
         seen: list[str] = []
         skip = {"connection", "proxy-connection", *(h.lower() for h in drop)}
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def forward(self):
+            def handle_one(self):
                 url = urlsplit(self.path)  # absolute-form when it comes as a forward proxy
                 host = f"{upstream[0]}:{upstream[1]}" if upstream else url.netloc
                 target = self.path if upstream else url.path + (f"?{url.query}" if url.query else "")
@@ -373,15 +380,24 @@ class HttpForwarder:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn = http.client.HTTPConnection(host, timeout=30)
-                try:
-                    conn.request(self.command, target, body=body, headers=headers)
-                    answer = conn.getresponse()
-                    data = answer.read()
-                finally:
-                    conn.close()
-                self.send_response(answer.status)
-                for k, v in answer.getheaders():
+
+                def forward() -> Answer:
+                    conn = http.client.HTTPConnection(host, timeout=30)
+                    try:
+                        conn.request(self.command, target, body=body, headers=headers)
+                        got = conn.getresponse()
+                        return got.status, got.getheaders(), got.read()
+                    finally:
+                        conn.close()
+
+                given = answer(self.command, target, forward) if answer else forward()
+                if given is None:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                status, got_headers, data = given
+                self.send_response(status)
+                for k, v in got_headers:
                     if k.lower() not in ("content-length", "transfer-encoding", "connection", "server", "date"):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
@@ -389,7 +405,7 @@ class HttpForwarder:
                 if self.command != "HEAD":
                     self.wfile.write(data)
 
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = forward
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = handle_one
 
             def log_message(self, *args):
                 pass

@@ -1,13 +1,16 @@
 """Append-only stores: a key is created once; repeating the same write is harmless, a different one is refused."""
 
 import time
+from urllib.parse import urlsplit
 
+import boto3
 import pytest
 from botocore import UNSIGNED
+from botocore.exceptions import ClientError
 from botocore.loaders import JSONFileLoader
 from dagster_aws.s3 import S3Resource
 
-from tests.helpers import days_ago, materialize, resources, s3_day
+from tests.helpers import HttpForwarder, days_ago, materialize, resources, s3_day
 from zoom_pipeline.day_store import store_client
 from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256
 
@@ -60,6 +63,46 @@ def test_s3_conditional_write_holds_for_multipart_uploads(s3, bucket, tmp_path):
     with pytest.raises(KeyTaken):
         store.put_new("k/big.json.gz", other, content_type="application/gzip", sha256=other_sha)
     assert s3.get_object(Bucket=bucket, Key="k/big.json.gz")["Body"].read(1) == b"x"
+
+
+NO_SUCH_UPLOAD = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchUpload</Code><Message>The specified"
+                  b" multipart upload does not exist. The upload ID might be invalid, or the multipart upload might"
+                  b" have been aborted or completed.</Message></Error>")
+
+
+@pytest.mark.io
+def test_a_multipart_write_whose_completion_answer_was_lost_is_success_and_an_aborted_one_fails(
+    s3_endpoint, aws_env, bucket, s3, tmp_path
+):
+    """The first CompleteMultipartUpload reaches S3 and its answer is lost; botocore retries it with the upload
+    id that completion used up, and S3 answers 404 NoSuchUpload (moto would replay its 200: a proxy gives S3's
+    answer). The key holds our bytes: success. An upload really gone, the key never written, still fails."""
+    completed: set[str] = set()
+
+    def lose_the_first_completion(command, target, forward):
+        if command != "POST" or "uploadId=" not in target:
+            return forward()
+        if target in completed or "gone" in target:
+            return 404, [("Content-Type", "application/xml")], NO_SUCH_UPLOAD
+        given = forward()
+        completed.add(target)
+        return None if given[0] == 200 else given
+
+    upstream = urlsplit(s3_endpoint)
+    proxy = HttpForwarder(upstream=(upstream.hostname, upstream.port), answer=lose_the_first_completion)
+    try:
+        store = S3Store(boto3.client("s3", endpoint_url=proxy.url), bucket)
+        store.transfer_config.multipart_threshold = 5 << 20
+        store.transfer_config.multipart_chunksize = 5 << 20
+        big, sha = write(tmp_path, "big", b"x" * (11 << 20))
+        store.put_new("k/big.json.gz", big, content_type="application/gzip", sha256=sha)
+        assert completed, "no completion went through the proxy"
+        assert s3.head_object(Bucket=bucket, Key="k/big.json.gz")["Metadata"]["sha256"] == sha
+        with pytest.raises(ClientError, match="NoSuchUpload"):
+            store.put_new("k/gone.json.gz", big, content_type="application/gzip", sha256=sha)
+    finally:
+        proxy.close()
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["k/big.json.gz"]
 
 
 def test_local_store_hides_interrupted_writes(tmp_path):

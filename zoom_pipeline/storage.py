@@ -111,8 +111,11 @@ class S3Store:
         events.register("before-parameter-build.s3.PutObject", _if_none_match)
         events.register("before-parameter-build.s3.CompleteMultipartUpload", _if_none_match)
         # Parts above 16 MiB go multipart, 8 MiB chunks, two in flight: at most ~16 MiB buffered.
+        # "classic": the CRT client (picked when awscrt is installed) builds a client of its own, without the
+        # handlers above.
         self.transfer_config = TransferConfig(
-            multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2
+            multipart_threshold=16 << 20, multipart_chunksize=8 << 20, max_concurrency=2,
+            preferred_transfer_client="classic",
         )
 
     def uri(self, key: str) -> str:
@@ -137,19 +140,25 @@ class S3Store:
             with create_transfer_manager(self.client, self.transfer_config) as transfer:
                 transfer.upload(path, self.bucket, key, extra_args=extra).result()
         except ClientError as exc:
-            if _error_code(exc) not in _KEY_TAKEN_CODES:
+            code = _error_code(exc)
+            # NoSuchUpload: a multipart completion retried after its first answer was lost finds its upload
+            # already completed (or aborted: then the key is not ours and the error stands).
+            if code not in _KEY_TAKEN_CODES and code != "NoSuchUpload":
                 raise
-            # The key exists (or a racing write of it is in flight: 409). If it holds our bytes, an
-            # earlier attempt of this very write succeeded and only its response was lost: that is
-            # success, not a second copy.
-            try:
-                head = self.client.head_object(Bucket=self.bucket, Key=key)
-            except ClientError as missing:
-                if _error_code(missing) not in {"404", "NoSuchKey", "NotFound"}:
-                    raise
-                raise KeyTaken(key) from None  # the racing write has not completed yet
-            if head.get("Metadata", {}).get(SHA256_META) != sha256:
-                raise KeyTaken(key) from None
+            if self._holds(key, sha256):
+                return  # an earlier attempt of this very write succeeded and only its answer was lost
+            if code == "NoSuchUpload":
+                raise
+            raise KeyTaken(key) from None  # the key holds other bytes, or a racing write of it is in flight
+
+    def _holds(self, key: str, sha256: str) -> bool:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as missing:
+            if _error_code(missing) not in {"404", "NoSuchKey", "NotFound"}:
+                raise
+            return False
+        return head.get("Metadata", {}).get(SHA256_META) == sha256
 
 
 # 412: the key exists; 409: a concurrent conditional write to the same key is in flight.

@@ -328,8 +328,9 @@ def error_text(error) -> str:
 
 
 def user_project(tmp_path, monkeypatch, components: dict[str, str]) -> dg.Definitions:
-    """A Dagster project of a user's: a package whose defs folder holds one defs.yaml per component, loaded
-    the way `dg` and `dagster dev` load a project's defs folder; returns its definitions."""
+    """A Dagster project of a user's: a package whose defs folder holds a defs.yaml per component folder (or files
+    named by their path under defs), loaded the way `dg` and `dagster dev` load a project's defs folder; returns
+    its definitions."""
     import importlib
     import sys
     import textwrap
@@ -339,9 +340,10 @@ def user_project(tmp_path, monkeypatch, components: dict[str, str]) -> dg.Defini
     (root / "defs").mkdir(parents=True)
     (root / "__init__.py").write_text("")
     (root / "defs" / "__init__.py").write_text("")
-    for folder, yaml_text in components.items():
-        (root / "defs" / folder).mkdir()
-        (root / "defs" / folder / "defs.yaml").write_text(textwrap.dedent(yaml_text))
+    for where, text in components.items():  # a folder (its defs.yaml), or a file such as `zoom/component.py`
+        file = root / "defs" / (where if Path(where).suffix else f"{where}/defs.yaml")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(textwrap.dedent(text))
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         return dg.load_defs(importlib.import_module(f"{package}.defs"), project_root=tmp_path)

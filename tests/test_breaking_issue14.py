@@ -629,6 +629,14 @@ def test_a_component_refuses_a_boolean_limit_as_the_file_does(tmp_path, monkeypa
     assert attribute in str(root_cause(raised.value))
 
 
+def project_refused(tmp_path, monkeypatch, files: dict[str, str]) -> str:
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - Dagster wraps the cause in a tree of where it failed
+        user_project(tmp_path, monkeypatch, files)
+    message = str(root_cause(raised.value))
+    assert message.startswith("The ZoomAccount component at ")
+    return message
+
+
 @pytest.mark.parametrize(("beta", "how"), [
     ({"s3_prefix": "zoom/acme/operationlogs/"}, "the same prefix"),
     ({"s3_prefix": "zoom/"}, "prefixes inside one another"),
@@ -636,13 +644,38 @@ def test_a_component_refuses_a_boolean_limit_as_the_file_does(tmp_path, monkeypa
 ])
 def test_two_components_whose_prefixes_meet_in_one_bucket_never_load(tmp_path, monkeypatch, beta, how):
     """As the accounts file refuses two entries whose days would mix, so are two components of one defs folder."""
-    with pytest.raises(Exception) as raised:  # noqa: PT011 - Dagster wraps the cause in a tree of where it failed
-        user_project(tmp_path, monkeypatch, {"a": component("acme", s3_bucket="logs"),
-                                             "b": component("beta", s3_bucket="logs", **beta)})
-    message = str(root_cause(raised.value))
-    assert message.startswith("The ZoomAccount component at ")
+    message = project_refused(tmp_path, monkeypatch, {"a": component("acme", s3_bucket="logs"),
+                                                      "b": component("beta", s3_bucket="logs", **beta)})
     assert f"/defs/b: accounts acme and beta have {how}" in message
     assert "in one bucket, so their days would mix" in message
+
+
+def test_components_declared_in_one_file_are_held_apart_too(tmp_path, monkeypatch):
+    """A defs.yaml may hold several components (YAML documents) and a component.py several instances: Dagster
+    gives them one path, so they are told apart by their place in the file and their names."""
+    acme, beta = component("acme", s3_bucket="logs"), component("beta", s3_bucket="logs")
+    meets_acme = component("gamma", s3_bucket="logs", s3_prefix="zoom/acme/operationlogs/")
+    assert "accounts acme and gamma have the same prefix" in project_refused(
+        tmp_path / "1", monkeypatch, {"a": acme + "---\n" + meets_acme})
+    # the second document of a/ must not hide the first from z/
+    assert "accounts acme and gamma have the same prefix" in project_refused(
+        tmp_path / "2", monkeypatch, {"a": acme + "---\n" + beta, "z": meets_acme})
+    assert "two accounts are named acme" in project_refused(
+        tmp_path / "3", monkeypatch, {"a": acme + "---\n" + component("acme", s3_bucket="other-logs")})
+    instances = """
+        import dagster as dg
+        from zoom_pipeline.component import ZoomAccount
+
+        @dg.component_instance
+        def acme(context):
+            return ZoomAccount(name="acme", s3_bucket="logs")
+
+        @dg.component_instance
+        def beta(context):
+            return ZoomAccount(name="beta", s3_bucket="logs", s3_prefix="zoom/acme/operationlogs/")
+    """
+    assert "accounts acme and beta have the same prefix" in project_refused(
+        tmp_path / "4", monkeypatch, {"zoom/component.py": instances})
 
 
 def test_components_with_one_prefix_in_two_buckets_load_and_a_project_loads_again_in_one_process(

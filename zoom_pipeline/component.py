@@ -51,16 +51,18 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         env = os.environ
         settings = {key: getattr(self, key) for key in FILE_KEYS if getattr(self, key) is not None}
-        where = f"The {type(self).__name__} component at {context.path}"
+        where = f"The {type(self).__name__} component at {context.path}"  # a file may declare several: names tell
         try:
             account = account_entry(where, self.name, settings)
             # Components load one by one; the ones of this project's defs folder are held apart as the
             # accounts file holds its entries apart: one name each, prefixes that never meet in one bucket.
-            siblings = _accounts_of_this_load(context)
-            check_apart([a for path, a in siblings.items() if path != context.path] + [account], env, where)
+            # By where it was declared and its name: a rebuild of one component is not a second account.
+            built = _accounts_of_this_load(context)
+            this = (context.component_loc, account.name)
+            check_apart([a for key, a in built.items() if key != this] + [account], env, where)
         except AccountsFileError as exc:
             raise ValueError(str(exc)) from None
-        siblings[context.path] = account
+        built[this] = account
         partitions = build_daily_partitions(account.logs_start_date) if account.logs_start_date else daily_partitions
         automation = build_automation([account], cron_schedule=daily_cron(env), partitions_def=partitions,
                                       deadline_hour=freshness_deadline_hour(env.get("ZOOM_FRESHNESS_DEADLINE_HOUR")),
@@ -73,7 +75,7 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
 
 
 def _accounts_of_this_load(context: dg.ComponentLoadContext) -> dict:
-    """The accounts of the ZoomAccount components built so far from this defs folder, by component path:
-    kept on the component tree, which one load of a project's definitions builds and then drops."""
+    """The accounts of the ZoomAccount components built so far from this defs folder, by where each was declared
+    and its name: kept on the component tree, which one load of a project's definitions builds and then drops."""
     accounts: dict[object, Account] = context.component_tree.__dict__.setdefault("_zoom_pipeline_accounts", {})
     return accounts

@@ -51,7 +51,8 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         env = os.environ
         settings = {key: getattr(self, key) for key in FILE_KEYS if getattr(self, key) is not None}
-        where = f"The {type(self).__name__} component at {context.path}"  # a file may declare several: names tell
+        # One file may declare several components; the account names in a message tell them apart.
+        where = f"The {type(self).__name__} component at {context.path}"
         try:
             account = account_entry(where, self.name, settings)
             # Components load one by one; the ones of this project's defs folder are held apart as the
@@ -76,6 +77,7 @@ class ZoomAccount(dg.Component, dg.Model, dg.Resolvable):
 
 def _accounts_of_this_load(context: dg.ComponentLoadContext) -> dict:
     """The accounts of the ZoomAccount components built so far from this defs folder, by where each was declared
-    and its name: kept on the component tree, which one load of a project's definitions builds and then drops."""
+    and its name: kept on the component tree, which one load of a project's definitions builds and then drops
+    (Dagster offers components no registry of their own per load)."""
     accounts: dict[object, Account] = context.component_tree.__dict__.setdefault("_zoom_pipeline_accounts", {})
     return accounts

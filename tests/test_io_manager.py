@@ -380,10 +380,12 @@ def test_a_run_that_lost_the_race_writes_only_what_the_winner_lacks(sim, zoom_en
     sim.add_records(day, sim.make_records(day, 7, seed=61, log=log), log=log)
     loser = collect(zoom, days, day, log=lambda _: None)  # read the same empty day, listed 7 more
     warnings = []
-    for found in (winner, loser):
-        land(days, found, run_id=None, warn=warnings.append)
+    metadata = [land(days, found, run_id=None, warn=warnings.append) for found in (winner, loser)]
     assert len(warnings) == 1 and "another run wrote" in warnings[0]
     objects = s3_day(s3, bucket, day, prefix=source.prefix[1])
     assert len(objects) == 2
+    # The loser's metadata counts the winner's part, which landed after it read the day.
+    assert [(m["day_objects"], m["records_written"], len(m["objects_written"])) for m in metadata] == [(1, 500, 1),
+                                                                                                       (2, 7, 1)]
     assert records_of(objects) == canonical(api_listing(sim, zoom_env, day, source))
     assert [len(lines) - 1 for lines in objects.values()] == [500, 7]

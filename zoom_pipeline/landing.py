@@ -41,7 +41,8 @@ def land(days: DayStore, found: CollectedDay, *, run_id: str | None, warn: Calla
         if found.part is not None:
             landed = _commit(days, found, run_id=run_id, warn=warn)
         _heal_manifests(days, day, run_id=run_id, warn=warn)
-        stored_now = _stored_now(days, found, landed)
+        racing = _racing_parts(days, found, landed)
+        stored_now = _stored_now(days, found, landed, racing)
         state = _settled_state(days, found, stored_now, warn=warn) if found.state is not None else None
         if state is not None:
             days.put_day_state(day, state, {
@@ -61,7 +62,7 @@ def land(days: DayStore, found: CollectedDay, *, run_id: str | None, warn: Calla
         "records_written": landed.records,
         "bytes_written": landed.bytes,
         "objects_written": written,
-        "day_objects": len(found.parts_before.names) + len(written),
+        "day_objects": len(found.parts_before.names) + len(written) + len(racing),
         "dagster/row_count": stored_now,
         "prefix": days.uri(found.parts_before.folder),
     }
@@ -72,11 +73,10 @@ def _racing_parts(days: DayStore, found: CollectedDay, landed: Landed) -> list[s
     return [n for n in days.parts(found.day).names if n not in found.parts_before.names and n != landed.name]
 
 
-def _stored_now(days: DayStore, found: CollectedDay, landed: Landed) -> int:
+def _stored_now(days: DayStore, found: CollectedDay, landed: Landed, racing: list[str]) -> int:
     """Records the day holds once this pass's part is stored (racing runs' parts counted by their manifests,
     which every part has by now)."""
     stored = found.stored_before + landed.records
-    racing = _racing_parts(days, found, landed)
     if racing:
         manifests = days.manifests(found.day)
         stored += sum(int(manifests.get(name, {}).get("records") or 0) for name in racing)

@@ -382,11 +382,12 @@ class HttpForwarder:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                command = self.command  # `forward` may be called later (a write still in flight)
 
                 def forward() -> Answer:
                     conn = http.client.HTTPConnection(host, timeout=30)
                     try:
-                        conn.request(self.command, target, body=body, headers=headers)
+                        conn.request(command, target, body=body, headers=headers)
                         got = conn.getresponse()
                         return got.status, got.getheaders(), got.read()
                     finally:

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -134,22 +135,32 @@ class S3Store:
         extra = {"ContentType": content_type, "Metadata": {SHA256_META: sha256}}
         if self.sse_kms_key_id:
             extra |= {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.sse_kms_key_id}
+        for wait in (*_IN_FLIGHT_WAITS, None):
+            try:
+                self._upload(path, key, extra)
+                return
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in _IN_FLIGHT_CODES and wait is not None:
+                    # Another conditional write of this key is in flight (perhaps our own attempt that timed
+                    # out): S3 asks for a retry, and the retry's answer says which write won.
+                    time.sleep(wait)
+                    continue
+                # NoSuchUpload: a multipart completion retried after its first answer was lost finds its
+                # upload already completed (or aborted: then the key is not ours and the error stands).
+                if code not in _KEY_TAKEN_CODES | _IN_FLIGHT_CODES and code != "NoSuchUpload":
+                    raise
+                if self._holds(key, sha256):
+                    return  # an earlier attempt of this very write succeeded and only its answer was lost
+                if code == "NoSuchUpload":
+                    raise
+                raise KeyTaken(key) from None  # the key holds other bytes, or a write of it is still in flight
+
+    def _upload(self, path: str, key: str, extra: dict) -> None:
         # boto3's managed transfer, driven directly: `client.upload_file` would wrap the ClientError in an
         # S3UploadFailedError, leaving its code to be dug out of the exception chain.
-        try:
-            with create_transfer_manager(self.client, self.transfer_config) as transfer:
-                transfer.upload(path, self.bucket, key, extra_args=extra).result()
-        except ClientError as exc:
-            code = _error_code(exc)
-            # NoSuchUpload: a multipart completion retried after its first answer was lost finds its upload
-            # already completed (or aborted: then the key is not ours and the error stands).
-            if code not in _KEY_TAKEN_CODES and code != "NoSuchUpload":
-                raise
-            if self._holds(key, sha256):
-                return  # an earlier attempt of this very write succeeded and only its answer was lost
-            if code == "NoSuchUpload":
-                raise
-            raise KeyTaken(key) from None  # the key holds other bytes, or a racing write of it is in flight
+        with create_transfer_manager(self.client, self.transfer_config) as transfer:
+            transfer.upload(path, self.bucket, key, extra_args=extra).result()
 
     def _holds(self, key: str, sha256: str) -> bool:
         try:
@@ -161,8 +172,11 @@ class S3Store:
         return head.get("Metadata", {}).get(SHA256_META) == sha256
 
 
-# 412: the key exists; 409: a concurrent conditional write to the same key is in flight.
-_KEY_TAKEN_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
+# 412: the key exists. 409: a concurrent conditional write to the same key is in flight; retried after
+# these waits (7.75 s in all), then taken as the key's.
+_KEY_TAKEN_CODES = {"PreconditionFailed", "412"}
+_IN_FLIGHT_CODES = {"ConditionalRequestConflict", "409"}
+_IN_FLIGHT_WAITS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def _if_none_match(params, **_):

@@ -117,7 +117,8 @@ def _commit(days: DayStore, found: CollectedDay, *, run_id, warn) -> Landed:
         except KeyTaken:
             latest = days.parts(day)
             fresh = DayParts(latest.folder, tuple(n for n in latest.names if n not in parts.names))
-            warn(f"{day}: another run wrote {', '.join(fresh.names)} meanwhile; writing only the rest.")
+            wrote = ", ".join(fresh.names) or f"{name} (not listed yet)"
+            warn(f"{day}: another run wrote {wrote} meanwhile; writing only the rest.")
             rest = _without(part, days.digest(fresh).multiset)
             if rest is not part:
                 part.discard()

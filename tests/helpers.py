@@ -353,6 +353,18 @@ def user_project(tmp_path, monkeypatch, components: dict[str, str]) -> dg.Defini
 
 
 
+def s3_error(status: int, code: str, message: str) -> "Answer":
+    """An S3 error answer, as an HttpForwarder's `answer` gives it in place of the server's."""
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return status, [("Content-Type", "application/xml")], body.encode()
+
+
+CONFLICT = s3_error(409, "ConditionalRequestConflict",
+                    "A conflicting conditional operation is currently in progress against this resource.")
+NO_SUCH_UPLOAD = s3_error(404, "NoSuchUpload", "The specified multipart upload does not exist. The upload ID might "
+                          "be invalid, or the multipart upload might have been aborted or completed.")
+
+
 Answer = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
 
 

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.helpers import (
+    CONFLICT,
     HttpForwarder,
     api_listing,
     canonical,
@@ -108,10 +109,6 @@ def test_a_lost_create_multipart_upload_answer_leaves_no_incomplete_upload_behin
     assert [u["Key"] for u in uploads] == []
 
 
-CONFLICT = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>ConditionalRequestConflict</Code><Message>A "
-            b"conflicting conditional operation is currently in progress against this resource.</Message></Error>")
-
-
 def test_a_part_write_still_in_flight_when_its_retry_meets_409_is_stored_once_as_this_runs(
     sim, zoom_env, bucket, s3, s3_proxy
 ):
@@ -129,12 +126,12 @@ def test_a_part_write_still_in_flight_when_its_retry_meets_409_is_stored_once_as
         if op_of(command, target) != "PutObject" or not urlsplit(target).path.endswith(".json.gz"):
             return forward()
         if target in in_flight and in_flight[target].is_alive():
-            return 409, [("Content-Type", "application/xml")], CONFLICT
+            return CONFLICT
         if in_flight:
             return forward()
         in_flight[target] = threading.Thread(target=lambda: (time.sleep(0.6), forward()), daemon=True)
         in_flight[target].start()
-        return 409, [("Content-Type", "application/xml")], CONFLICT
+        return CONFLICT
 
     s3_proxy(first_part_write_in_flight)
     result = materialize(day, resources(zoom_env, bucket=bucket), udm=True)

@@ -10,7 +10,8 @@ from botocore.exceptions import ClientError
 from botocore.loaders import JSONFileLoader
 from dagster_aws.s3 import S3Resource
 
-from tests.helpers import HttpForwarder, days_ago, materialize, resources, s3_day
+from tests.helpers import CONFLICT, NO_SUCH_UPLOAD, HttpForwarder, days_ago, materialize, resources, s3_day
+from zoom_pipeline import storage
 from zoom_pipeline.day_store import store_client
 from zoom_pipeline.storage import KeyTaken, LocalStore, S3Store, file_sha256
 
@@ -65,11 +66,6 @@ def test_s3_conditional_write_holds_for_multipart_uploads(s3, bucket, tmp_path):
     assert s3.get_object(Bucket=bucket, Key="k/big.json.gz")["Body"].read(1) == b"x"
 
 
-NO_SUCH_UPLOAD = (b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchUpload</Code><Message>The specified"
-                  b" multipart upload does not exist. The upload ID might be invalid, or the multipart upload might"
-                  b" have been aborted or completed.</Message></Error>")
-
-
 @pytest.mark.io
 def test_a_multipart_write_whose_completion_answer_was_lost_is_success_and_an_aborted_one_fails(
     s3_endpoint, aws_env, bucket, s3, tmp_path
@@ -83,7 +79,7 @@ def test_a_multipart_write_whose_completion_answer_was_lost_is_success_and_an_ab
         if command != "POST" or "uploadId=" not in target:
             return forward()
         if target in completed or "gone" in target:
-            return 404, [("Content-Type", "application/xml")], NO_SUCH_UPLOAD
+            return NO_SUCH_UPLOAD
         given = forward()
         completed.add(target)
         return None if given[0] == 200 else given
@@ -103,6 +99,34 @@ def test_a_multipart_write_whose_completion_answer_was_lost_is_success_and_an_ab
     finally:
         proxy.close()
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["k/big.json.gz"]
+
+
+@pytest.mark.io
+def test_a_409_is_retried_until_the_write_in_flight_settles_and_then_taken_for_the_keys(
+    s3_endpoint, aws_env, bucket, s3, tmp_path, monkeypatch
+):
+    """409: another conditional write of the key is in flight. put_new asks again after each wait; a key whose
+    conflict never clears is KeyTaken after the last wait, having tried once more than there are waits."""
+    monkeypatch.setattr(storage, "_IN_FLIGHT_WAITS", (0.01, 0.02, 0.04))
+    puts: list[str] = []
+
+    def conflicted(command, target, forward):
+        if command == "PUT" and "stuck" in target:
+            puts.append(target)
+            return CONFLICT
+        return forward()
+
+    upstream = urlsplit(s3_endpoint)
+    proxy = HttpForwarder(upstream=(upstream.hostname, upstream.port), answer=conflicted)
+    try:
+        store = S3Store(boto3.client("s3", endpoint_url=proxy.url), bucket)
+        path, sha = write(tmp_path, "a", b"first")
+        with pytest.raises(KeyTaken):
+            store.put_new("k/stuck.json.gz", path, content_type="application/gzip", sha256=sha)
+    finally:
+        proxy.close()
+    assert len(puts) == 4
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 
 
 def test_local_store_hides_interrupted_writes(tmp_path):
